@@ -19,7 +19,7 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 demo: install
-	$(PY) examples/franka_finetune.py
+	$(PY) examples/quickstart.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,1 +1,38 @@
-"""robosteer."""
+"""robosteer: find the attention heads of a vision-language-action policy that matter for a task, and finetune only those.
+
+Importing is cheap: the model code (torch, transformers) loads on first use of one of
+the names below, and the simulator, plots and trainers only inside their own modules.
+
+Usage::
+
+    import robosteer
+    vla = robosteer.load_vla("path/to/openvla-checkpoint")
+    action = vla.predict_action(image, "pick up the red cube")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .sites import Head, HeadLayout, HookSite, hook_name
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_vla": "robosteer.models",
+    "build_vla_from_config": "robosteer.models",
+    "save_vla": "robosteer.models",
+    "OpenVLA": "robosteer.models",
+    "VLAConfig": "robosteer.models",
+    "ViTConfig": "robosteer.models",
+    "tiny_config": "robosteer.models.tiny",
+}
+
+__all__ = ["Head", "HeadLayout", "HookSite", "hook_name", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'robosteer' has no attribute {name!r}")

@@ -1,0 +1,197 @@
+"""Reading and writing checkpoint files safely.
+
+- Every write is atomic: a file goes to a temporary name in the same folder and is
+  renamed into place; a checkpoint folder is built next to its target and swapped in.
+- Weights load only from safetensors (single file or sharded with an index). Pickle
+  files (``.bin``/``.pt``) are refused unless the caller opts in, and even then go
+  through ``torch.load(weights_only=True)``.
+- Bad files give errors that name the file and the problem.
+
+Usage::
+
+    with atomic_directory(out) as tmp:
+        write_json_atomic(tmp / "config.json", cfg)
+    header = read_checkpoint_header(folder)  # {key: (shape, dtype, file)}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+SAFETENSORS_SINGLE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt")
+
+_ST_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+              "BOOL": torch.bool}
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    return write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """``safetensors.torch.save`` to a temp file, then rename."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return write_bytes_atomic(path, save(tensors, metadata=metadata))
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Build a folder at a temporary path next to ``target`` and swap it in when the block succeeds.
+
+    An existing ``target`` is replaced only after the new folder is complete; on error it is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Load a JSON file, with errors that say which file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what} {path} is not valid JSON: {err}") from err
+
+
+def weight_files(directory: Path, allow_pickle: bool = False) -> list[Path]:
+    """The weight files of a checkpoint folder (safetensors; pickle only when allowed)."""
+    index = directory / SAFETENSORS_INDEX
+    if index.is_file():
+        weight_map = read_json(index, "safetensors index").get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{index} has no 'weight_map'")
+        files = [directory / name for name in sorted(set(weight_map.values()))]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{index} lists shard(s) that do not exist: {missing}")
+        return files
+    single = directory / SAFETENSORS_SINGLE
+    if single.is_file():
+        return [single]
+    stray = sorted(p.name for p in directory.glob("*.safetensors"))
+    if stray:
+        return [directory / name for name in stray]
+    pickles = [directory / n for n in PICKLE_NAMES if (directory / n).is_file()] + sorted(directory.glob("pytorch_model-*.bin"))
+    if pickles:
+        if not allow_pickle:
+            raise ValueError(
+                f"{directory} holds only pickle weights ({pickles[0].name}); robosteer loads safetensors by default because "
+                "pickle files can run code. If you trust this file, pass allow_pickle=True (it is then read with "
+                "torch.load(weights_only=True)), or convert it to safetensors."
+            )
+        return [p for p in pickles if p.suffix in (".bin", ".pt")]
+    raise FileNotFoundError(f"no weights in {directory}: expected {SAFETENSORS_SINGLE} or {SAFETENSORS_INDEX}")
+
+
+def read_checkpoint_header(files: list[Path]) -> dict[str, tuple[tuple[int, ...], torch.dtype, Path]]:
+    """Every tensor's shape and dtype, read from the safetensors headers without loading any data."""
+    from safetensors import safe_open
+
+    out: dict[str, tuple[tuple[int, ...], torch.dtype, Path]] = {}
+    for path in files:
+        if path.suffix != ".safetensors":
+            for key, t in _load_pickle(path).items():
+                out[key] = (tuple(t.shape), t.dtype, path)
+            continue
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    sl = f.get_slice(key)
+                    out[key] = (tuple(sl.get_shape()), _ST_DTYPES.get(sl.get_dtype(), sl.get_dtype()), path)
+        except Exception as err:  # safetensors raises its own error type for a bad header
+            raise ValueError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err})") from err
+    return out
+
+
+def iter_tensors(path: Path, device: str = "cpu") -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(key, tensor)`` from one weight file, one tensor at a time."""
+    if path.suffix != ".safetensors":
+        yield from _load_pickle(path).items()
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device=device) as f:
+            for key in f.keys():
+                yield key, f.get_tensor(key)
+    except Exception as err:
+        raise ValueError(f"{path}: could not read tensors ({type(err).__name__}: {err})") from err
+
+
+def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: could not read pickle weights with weights_only=True ({err})") from err
+
+
+def save_sharded(state_dict: dict[str, torch.Tensor], directory: Path, max_shard_size: int) -> list[str]:
+    """Write ``model.safetensors`` or ``model-0000N-of-0000M.safetensors`` + index, in state-dict order."""
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, t in state_dict.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_shard_size:
+            shards.append({})
+            size = 0
+        shards[-1][key] = t
+        size += nbytes
+    meta = {"format": "pt"}
+    if len(shards) == 1:
+        save_safetensors_atomic(shards[0], directory / SAFETENSORS_SINGLE, metadata=meta)
+        return [SAFETENSORS_SINGLE]
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {}
+    for name, shard in zip(names, shards):
+        save_safetensors_atomic(shard, directory / name, metadata=meta)
+        weight_map.update({k: name for k in shard})
+    total = sum(t.numel() * t.element_size() for t in state_dict.values())
+    write_json_atomic(directory / SAFETENSORS_INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})
+    return names

@@ -1,0 +1,329 @@
+"""Configuration of an OpenVLA-architecture model, and its ``config.json`` form.
+
+``VLAConfig`` is what robosteer builds a model from. It reads and writes the
+``config.json`` of a Hugging Face OpenVLA checkpoint (``model_type: "openvla"``):
+vision towers are named there by timm ids, which map to the known sizes below;
+tiny test models give sizes explicitly through ``timm_override_kwargs`` (the
+fixture convention) so that a file written here still reads as an OpenVLA
+config. Fields that only robosteer knows (a proprio token, the prompt-suffix
+token of a non-Llama tokenizer) live under the ``"robosteer"`` key and are
+absent for real checkpoints.
+
+Usage::
+
+    cfg = VLAConfig.from_hf_dict(json.load(open("config.json")))
+    cfg.towers[0].width, cfg.text["num_hidden_layers"]
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .constants import (
+    DINO_MEAN,
+    DINO_STD,
+    LLAMA2_ACTION_VOCAB_END,
+    LLAMA2_PROMPT_SUFFIX_ID,
+    N_ACTION_BINS,
+    SIGLIP_MEAN,
+    SIGLIP_STD,
+)
+
+# Sizes implied by the timm ids a checkpoint names (timm's registered definitions).
+# Keys are the id without the pretrained tag (".lvd142m").
+_KNOWN_TIMM_TOWERS: dict[str, dict[str, Any]] = {
+    "vit_large_patch14_reg4_dinov2": dict(kind="dino", patch_size=14, width=1024, depth=24, heads=16, mlp_ratio=4.0,
+                                          reg_tokens=4, class_token=True, layerscale=True, no_embed_class=True),
+    "vit_base_patch14_reg4_dinov2": dict(kind="dino", patch_size=14, width=768, depth=12, heads=12, mlp_ratio=4.0,
+                                         reg_tokens=4, class_token=True, layerscale=True, no_embed_class=True),
+    "vit_small_patch14_reg4_dinov2": dict(kind="dino", patch_size=14, width=384, depth=12, heads=6, mlp_ratio=4.0,
+                                          reg_tokens=4, class_token=True, layerscale=True, no_embed_class=True),
+    "vit_so400m_patch14_siglip_224": dict(kind="siglip", patch_size=14, width=1152, depth=27, heads=16,
+                                          mlp_ratio=3.7362, attn_pool=True),
+    "vit_so400m_patch14_siglip_384": dict(kind="siglip", patch_size=14, width=1152, depth=27, heads=16,
+                                          mlp_ratio=3.7362, attn_pool=True),
+    "vit_base_patch16_siglip_224": dict(kind="siglip", patch_size=16, width=768, depth=12, heads=12, mlp_ratio=4.0,
+                                        attn_pool=True),
+}
+
+# The backbone ids of Prismatic, mapped to their timm ids (one id per tower).
+_VISION_BACKBONES: dict[str, tuple[str, ...]] = {
+    "dinosiglip-vit-so-224px": ("vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"),
+    "dinov2-vit-l": ("vit_large_patch14_reg4_dinov2.lvd142m",),
+    "siglip-vit-so400m": ("vit_so400m_patch14_siglip_224",),
+}
+
+# transformers 4.40.1 LlamaConfig defaults: the values an OpenVLA ``text_config`` implies
+# for every field it omits (it stores only differences). Note rms_norm_eps 1e-6, not Llama-2's 1e-5.
+LLAMA_440_DEFAULTS: dict[str, Any] = dict(
+    model_type="llama", vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+    num_attention_heads=32, num_key_value_heads=None, hidden_act="silu", max_position_embeddings=2048,
+    rms_norm_eps=1e-6, rope_theta=10000.0, rope_scaling=None, attention_bias=False, attention_dropout=0.0,
+    mlp_bias=False, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pretraining_tp=1,
+)
+
+PROJECTORS = ("fused-gelu-mlp", "gelu-mlp", "linear")
+RESIZE_STRATEGIES = ("resize-naive",)
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """One vision tower, in timm's VisionTransformer terms (keys load as timm names them)."""
+
+    kind: str  # "dino" or "siglip": also the tower's name at hook sites
+    image_size: int = 224
+    patch_size: int = 14
+    width: int = 1024
+    depth: int = 24
+    heads: int = 16
+    mlp_dim: int = 4096
+    reg_tokens: int = 0  # DINOv2 "with registers" prefix tokens
+    class_token: bool = False
+    layerscale: bool = False  # ls1/ls2 with a per-channel ``scale_factor``
+    attn_pool: bool = False  # SigLIP's MAP head: loaded, never used for features
+    no_embed_class: bool = False  # pos_embed covers only the patches; prefix tokens get none
+    norm_eps: float = 1e-6
+    mean: tuple[float, float, float] = DINO_MEAN
+    std: tuple[float, float, float] = DINO_STD
+    timm_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("dino", "siglip"):
+            raise ValueError(f"ViTConfig.kind must be 'dino' or 'siglip', got {self.kind!r}")
+        for name in ("image_size", "patch_size", "width", "depth", "heads", "mlp_dim"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ViTConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.width % self.heads:
+            raise ValueError(f"ViT width {self.width} is not divisible by its {self.heads} heads")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.depth < 2:
+            raise ValueError("a ViT tower needs depth >= 2: features come from its second-to-last block")
+
+    @property
+    def n_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def n_prefix_tokens(self) -> int:
+        return int(self.class_token) + self.reg_tokens
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def feature_layer(self) -> int:
+        """Index of the block whose output is the feature (OpenVLA: the second-to-last)."""
+        return self.depth - 2
+
+
+def tower_from_timm(timm_id: str, image_size: int, overrides: dict[str, Any] | None = None) -> ViTConfig:
+    """The tower a checkpoint's timm id implies, with timm-style ``overrides`` (embed_dim, depth, ...)."""
+    base = timm_id.split(".")[0]
+    if base not in _KNOWN_TIMM_TOWERS:
+        raise ValueError(f"unknown vision tower {timm_id!r}; known timm ids: {sorted(_KNOWN_TIMM_TOWERS)}")
+    spec = dict(_KNOWN_TIMM_TOWERS[base])
+    overrides = dict(overrides or {})
+    renames = {"embed_dim": "width", "num_heads": "heads", "img_size": "image_size"}
+    for key in list(overrides):
+        if key in renames:
+            overrides[renames[key]] = overrides.pop(key)
+    allowed = {"width", "depth", "heads", "mlp_ratio", "patch_size", "image_size", "reg_tokens", "mlp_dim"}
+    unknown = set(overrides) - allowed
+    if unknown:
+        raise ValueError(f"unsupported timm override(s) {sorted(unknown)} for {timm_id}; supported: {sorted(allowed)}")
+    spec.update(overrides)
+    mlp_ratio = spec.pop("mlp_ratio")
+    spec.setdefault("mlp_dim", int(spec["width"] * mlp_ratio))  # timm: int(embed_dim * mlp_ratio)
+    spec.setdefault("image_size", image_size)
+    if spec["kind"] == "dino":
+        spec.update(mean=DINO_MEAN, std=DINO_STD)
+    else:
+        spec.update(mean=SIGLIP_MEAN, std=SIGLIP_STD)
+    return ViTConfig(timm_id=timm_id, **spec)
+
+
+def _tower_overrides(tower: ViTConfig) -> dict[str, Any]:
+    """The timm-style kwargs that rebuild ``tower`` from its timm id (empty for the stock size)."""
+    stock = _KNOWN_TIMM_TOWERS[(tower.timm_id or _default_timm_id(tower.kind)).split(".")[0]]
+    stock = dict(stock, reg_tokens=stock.get("reg_tokens", 0))
+    out: dict[str, Any] = {}
+    for ours, timm_name in (("width", "embed_dim"), ("depth", "depth"), ("heads", "num_heads"),
+                            ("patch_size", "patch_size"), ("reg_tokens", "reg_tokens")):
+        if stock[ours] != getattr(tower, ours):
+            out[timm_name] = getattr(tower, ours)
+    if int(tower.width * stock["mlp_ratio"]) != tower.mlp_dim:  # timm: int(embed_dim * mlp_ratio)
+        out["mlp_dim"] = tower.mlp_dim
+    return out
+
+
+@dataclass(frozen=True)
+class VLAConfig:
+    """Everything needed to build an OpenVLA-architecture model.
+
+    ``VLAConfig.from_hf_dict(d)`` reads an OpenVLA ``config.json``; ``to_hf_dict()`` writes it back.
+    """
+
+    towers: tuple[ViTConfig, ...]  # one (DINO or SigLIP) or two (DINO then SigLIP, "fused")
+    text: dict[str, Any]  # Llama text_config as stored (only differences from LLAMA_440_DEFAULTS)
+    projector: str = "fused-gelu-mlp"
+    n_action_bins: int = N_ACTION_BINS
+    action_vocab_end: int = LLAMA2_ACTION_VOCAB_END  # action tokens are ids [end - n_bins, end)
+    pad_token_id: int = 32000
+    prompt_suffix_token_id: int | None = LLAMA2_PROMPT_SUFFIX_ID  # appended before generation if missing
+    proprio_dim: int = 0  # > 0 adds one projected proprio token after the patches (off for OpenVLA)
+    resize_strategy: str = "resize-naive"
+    norm_stats: dict[str, Any] = field(default_factory=dict)
+    torch_dtype: str = "bfloat16"
+    hf_extra: dict[str, Any] = field(default_factory=dict)  # other config.json fields, kept for round trips
+
+    def __post_init__(self) -> None:
+        if not self.towers or len(self.towers) > 2:
+            raise ValueError(f"an OpenVLA model has one or two vision towers, got {len(self.towers)}")
+        if len({t.kind for t in self.towers}) != len(self.towers):
+            raise ValueError("two vision towers of the same kind are not supported (their hook names would clash)")
+        if len({t.n_patches for t in self.towers}) != 1:
+            raise ValueError(f"towers disagree on patch count: {[t.n_patches for t in self.towers]}")
+        if self.projector not in PROJECTORS:
+            raise ValueError(f"unknown projector {self.projector!r}; known: {PROJECTORS}")
+        if self.resize_strategy not in RESIZE_STRATEGIES:
+            raise ValueError(f"unsupported image_resize_strategy {self.resize_strategy!r}; supported: {RESIZE_STRATEGIES}")
+        vocab = self.llama_kwargs()["vocab_size"]
+        if not 0 < self.n_action_bins <= self.action_vocab_end <= vocab:
+            raise ValueError(
+                f"action tokens [{self.action_vocab_end - self.n_action_bins}, {self.action_vocab_end}) "
+                f"do not fit the vocabulary of {vocab}"
+            )
+        if self.proprio_dim < 0:
+            raise ValueError(f"proprio_dim must be >= 0, got {self.proprio_dim}")
+        kw = self.llama_kwargs()
+        if kw["hidden_size"] % kw["num_attention_heads"]:
+            raise ValueError(f"LLM hidden_size {kw['hidden_size']} is not divisible by {kw['num_attention_heads']} heads")
+
+    # --- derived sizes -------------------------------------------------------------------
+    @property
+    def n_patches(self) -> int:
+        return self.towers[0].n_patches
+
+    @property
+    def vision_dim(self) -> int:
+        return sum(t.width for t in self.towers)
+
+    @property
+    def llm_dim(self) -> int:
+        return self.llama_kwargs()["hidden_size"]
+
+    @property
+    def image_size(self) -> int:
+        return self.towers[0].image_size
+
+    @property
+    def action_dim(self) -> int:
+        """Dimensions of an action: read from the first dataset's statistics (7 when none)."""
+        for stats in self.norm_stats.values():
+            return len(stats["action"]["q01"])
+        return 7
+
+    def llama_kwargs(self) -> dict[str, Any]:
+        """Complete Llama settings: the stored ``text`` over the transformers 4.40.1 defaults."""
+        kw = dict(LLAMA_440_DEFAULTS)
+        kw.update({k: v for k, v in self.text.items() if k not in ("torch_dtype", "dtype", "transformers_version")})
+        if kw.get("num_key_value_heads") is None:
+            kw["num_key_value_heads"] = kw["num_attention_heads"]
+        return kw
+
+    def replace(self, **changes: Any) -> "VLAConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # --- config.json ---------------------------------------------------------------------
+    @classmethod
+    def from_hf_dict(cls, d: dict[str, Any]) -> "VLAConfig":
+        """Read an OpenVLA ``config.json`` dict (real checkpoint or robosteer-written)."""
+        d = copy.deepcopy(d)
+        if d.get("model_type") not in ("openvla", "prismatic"):
+            raise ValueError(f"config.json has model_type {d.get('model_type')!r}; expected 'openvla'")
+        extras = d.pop("robosteer", {}) or {}
+        timm_ids = d.get("timm_model_ids") or _VISION_BACKBONES.get(d.get("vision_backbone_id", ""))
+        if not timm_ids:
+            raise ValueError(f"config.json names no known vision backbone (vision_backbone_id={d.get('vision_backbone_id')!r})")
+        if not d.get("use_fused_vision_backbone", len(timm_ids) == 2):
+            timm_ids = timm_ids[:1]
+        sizes = d.get("image_sizes") or [224] * len(timm_ids)
+        overrides = d.get("timm_override_kwargs") or [{}] * len(timm_ids)
+        acts = d.get("timm_override_act_layers") or [None] * len(timm_ids)
+        if any(a not in (None, "gelu") for a in acts):
+            raise ValueError(f"timm_override_act_layers {acts} are not supported (OpenVLA uses exact GELU)")
+        towers = tuple(tower_from_timm(tid, int(sz), ov) for tid, sz, ov in zip(timm_ids, sizes, overrides))
+        arch = d.get("arch_specifier", "no-align+fused-gelu-mlp")
+        projector = arch.split("+")[-1] if "+" in arch else arch
+        text = d.get("text_config") or {}
+        known = {"text_config", "timm_model_ids", "image_sizes", "timm_override_kwargs", "norm_stats", "pad_token_id",
+                 "n_action_bins", "image_resize_strategy", "torch_dtype"}
+        return cls(
+            towers=towers,
+            text=text,
+            projector=projector,
+            n_action_bins=int(d.get("n_action_bins", N_ACTION_BINS)),
+            action_vocab_end=int(extras.get("action_vocab_end", LLAMA2_ACTION_VOCAB_END)),
+            pad_token_id=int(d.get("pad_token_id", text.get("pad_token_id", 32000))),
+            prompt_suffix_token_id=extras.get("prompt_suffix_token_id", LLAMA2_PROMPT_SUFFIX_ID),
+            proprio_dim=int(extras.get("proprio_dim", 0)),
+            resize_strategy=d.get("image_resize_strategy", "resize-naive"),
+            norm_stats=d.get("norm_stats") or {},
+            torch_dtype=str(d.get("torch_dtype", "bfloat16")),
+            hf_extra={k: v for k, v in d.items() if k not in known},
+        )
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The ``config.json`` dict, in the layout the original OpenVLA code writes."""
+        d = copy.deepcopy(self.hf_extra)
+        d.setdefault("model_type", "openvla")
+        d.setdefault("architectures", ["OpenVLAForActionPrediction"])
+        d.setdefault("auto_map", {"AutoConfig": "configuration_prismatic.OpenVLAConfig",
+                                  "AutoModelForVision2Seq": "modeling_prismatic.OpenVLAForActionPrediction"})
+        d.setdefault("llm_backbone_id", "llama2-7b-pure")
+        d.setdefault("llm_max_length", 2048)
+        d.setdefault("pad_to_multiple_of", 64)
+        d.setdefault("output_projector_states", False)
+        d.setdefault("arch_specifier", f"no-align+{self.projector}")
+        fused = len(self.towers) == 2
+        d.setdefault("use_fused_vision_backbone", fused)
+        d.setdefault("vision_backbone_id", "dinosiglip-vit-so-224px" if fused else
+                     ("dinov2-vit-l" if self.towers[0].kind == "dino" else "siglip-vit-so400m"))
+        d.setdefault("timm_override_act_layers", [None] * len(self.towers))
+        d["timm_model_ids"] = [t.timm_id or _default_timm_id(t.kind) for t in self.towers]
+        d["image_sizes"] = [t.image_size for t in self.towers]
+        overrides = [_tower_overrides(t) for t in self.towers]
+        if any(overrides):
+            d["timm_override_kwargs"] = overrides
+        d["image_resize_strategy"] = self.resize_strategy
+        d["n_action_bins"] = self.n_action_bins
+        d["pad_token_id"] = self.pad_token_id
+        d["norm_stats"] = copy.deepcopy(self.norm_stats)
+        d["text_config"] = copy.deepcopy(self.text)
+        d["torch_dtype"] = self.torch_dtype
+        extras = {}
+        if self.action_vocab_end != LLAMA2_ACTION_VOCAB_END:
+            extras["action_vocab_end"] = self.action_vocab_end
+        if self.prompt_suffix_token_id != LLAMA2_PROMPT_SUFFIX_ID:
+            extras["prompt_suffix_token_id"] = self.prompt_suffix_token_id
+        if self.proprio_dim:
+            extras["proprio_dim"] = self.proprio_dim
+        if extras:
+            d["robosteer"] = extras
+        return dict(sorted(d.items()))
+
+
+def _default_timm_id(kind: str) -> str:
+    return _VISION_BACKBONES["dinosiglip-vit-so-224px"][0 if kind == "dino" else 1]
+
+
+def padded_vocab_size(base_vocab: int, multiple: int = 64) -> int:
+    """OpenVLA pads the embedding to a multiple of 64 beyond the base vocabulary plus <PAD>."""
+    return int(math.ceil((base_vocab + 1) / multiple) * multiple)

@@ -1,0 +1,17 @@
+"""Where robosteer's embedded default policy (``load_vla("default")``) lives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_POLICY_NAME = "openvla-tiny-franka"
+
+
+def default_checkpoint_dir() -> Path:
+    """The folder of the shipped default policy inside the installed package."""
+    path = Path(__file__).resolve().parent.parent / "assets" / DEFAULT_POLICY_NAME
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the default policy is not in this installation ({path}); train it with `robosteer pretrain`"
+        )
+    return path

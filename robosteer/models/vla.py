@@ -1,0 +1,300 @@
+"""An OpenVLA-architecture vision-language-action model.
+
+Prismatic layout, with the same module tree and parameter names as the released
+OpenVLA checkpoints, so their ``state_dict`` loads as it is:
+
+- ``vision_backbone.featurizer`` (DINOv2 + registers) and ``vision_backbone.fused_featurizer`` (SigLIP);
+- ``projector.fc1/fc2/fc3`` (the fused GELU MLP from concatenated patch features to the LLM width);
+- ``language_model``: a ``transformers`` ``LlamaForCausalLM``.
+
+The projected patches are inserted right after BOS (then an optional proprio token,
+a robosteer extension that is off for OpenVLA checkpoints), and the LLM runs causal
+attention over the whole multimodal sequence.
+
+Usage::
+
+    vla = robosteer.load_vla("path/to/openvla-7b", dtype=torch.bfloat16)
+    action = vla.predict_action(image, "pick up the red cube", unnorm_key="bridge_orig")
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ..sites import HeadLayout
+from .action_tokenizer import ActionTokenizer, normalize, unnormalize
+from .config import VLAConfig
+from .constants import PROMPT_TEMPLATE
+from .processor import ImageProcessor
+from .vit import VisionTransformer
+
+IGNORE_INDEX = -100  # label of positions that carry no loss (prompt, patches, padding)
+
+
+class VisionBackbone(nn.Module):
+    """One or two ViT towers; their patch features are concatenated on the channel axis."""
+
+    def __init__(self, cfg: VLAConfig) -> None:
+        super().__init__()
+        self.featurizer = VisionTransformer(cfg.towers[0])
+        if len(cfg.towers) == 2:
+            self.fused_featurizer = VisionTransformer(cfg.towers[1])
+
+    def towers(self) -> list[VisionTransformer]:
+        return [self.featurizer] + ([self.fused_featurizer] if hasattr(self, "fused_featurizer") else [])
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, 3T, S, S) -> (B, N, sum(D))
+        chunks = torch.split(pixel_values, 3, dim=1)
+        return torch.cat([tower(x) for tower, x in zip(self.towers(), chunks)], dim=2)
+
+
+class Projector(nn.Module):
+    """Prismatic projectors: ``fused-gelu-mlp`` (fc1 GELU fc2 GELU fc3), ``gelu-mlp`` or ``linear``."""
+
+    def __init__(self, cfg: VLAConfig) -> None:
+        super().__init__()
+        self.kind = cfg.projector
+        vis, llm = cfg.vision_dim, cfg.llm_dim
+        if self.kind == "fused-gelu-mlp":
+            self.fc1 = nn.Linear(vis, 4 * vis)
+            self.fc2 = nn.Linear(4 * vis, llm)
+            self.fc3 = nn.Linear(llm, llm)
+        elif self.kind == "gelu-mlp":
+            self.fc1 = nn.Linear(vis, llm)
+            self.fc2 = nn.Linear(llm, llm)
+        else:
+            self.fc1 = nn.Linear(vis, llm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "linear":
+            return self.fc1(x)
+        x = self.fc2(F.gelu(self.fc1(x)))
+        return self.fc3(F.gelu(x)) if self.kind == "fused-gelu-mlp" else x
+
+
+@dataclass
+class VLAOutput:
+    """What ``OpenVLA.forward`` returns: logits over the multimodal sequence, loss when labels are given."""
+
+    logits: torch.Tensor  # (B, S, V) with S = 1 + n_patches [+ 1 proprio] + (L - 1)
+    loss: torch.Tensor | None = None
+    past_key_values: Any = None
+
+
+def build_llama_config(cfg: VLAConfig) -> LlamaConfig:
+    kw = cfg.llama_kwargs()
+    rope_theta = kw.pop("rope_theta")
+    rope_scaling = kw.pop("rope_scaling")
+    if rope_scaling:
+        raise ValueError(f"rope_scaling {rope_scaling} is not supported by robosteer yet")
+    kw.pop("model_type", None)
+    llama = LlamaConfig(**kw, rope_parameters={"rope_type": "default", "rope_theta": float(rope_theta)})
+    llama._attn_implementation = "sdpa"  # what the OpenVLA reference ran; hooks may switch a layer to eager
+    return llama
+
+
+class OpenVLA(nn.Module):
+    """The model. Build with :func:`robosteer.load_vla` or :func:`robosteer.build_vla_from_config`."""
+
+    def __init__(self, config: VLAConfig, tokenizer: Any = None) -> None:
+        super().__init__()
+        self.config = config
+        self.vision_backbone = VisionBackbone(config)
+        self.projector = Projector(config)
+        self.language_model = LlamaForCausalLM(build_llama_config(config))
+        if config.proprio_dim:
+            self.proprio_projector = nn.Linear(config.proprio_dim, config.llm_dim)
+        self.processor = ImageProcessor.from_config(config)
+        self.action_tokenizer = ActionTokenizer(config.action_vocab_end, config.n_action_bins)
+        self.tokenizer = tokenizer
+
+    # --- structure ------------------------------------------------------------------------
+    @property
+    def head_layout(self) -> HeadLayout:
+        """Layers x heads of every tower: ``{"llm": ..., "dino": ..., "siglip": ...}``."""
+        kw = self.config.llama_kwargs()
+        towers = [("llm", kw["num_hidden_layers"], kw["num_attention_heads"])]
+        towers += [(t.kind, t.depth, t.heads) for t in self.config.towers]
+        return HeadLayout(towers)
+
+    @property
+    def n_prefix(self) -> int:
+        """Positions before the first text token after BOS: BOS + patches (+ proprio)."""
+        return 1 + self.config.n_patches + int(self.config.proprio_dim > 0)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.language_model.lm_head.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.language_model.lm_head.weight.device
+
+    def fingerprint(self) -> str:
+        """A short hash of the architecture and weights, used to match adapters and masks to a base model.
+
+        Hashes every tensor's name, shape and dtype plus a strided sample of its values, so it is
+        fast on a 7B model and changes when any tensor is replaced.
+        """
+        h = hashlib.sha256()
+        for name, t in self.state_dict().items():
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+            if t.device.type != "meta" and t.numel():
+                flat = t.detach().reshape(-1)
+                step = max(1, flat.numel() // 257)
+                h.update(flat[::step].to(torch.float32).cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    # --- inputs ---------------------------------------------------------------------------
+    def preprocess(self, images: Any) -> torch.Tensor:
+        """``vla.preprocess(images)`` -> ``pixel_values`` (B, 3 * n_towers, S, S) float32."""
+        return self.processor(images)
+
+    def prompt(self, instruction: str) -> str:
+        return PROMPT_TEMPLATE.format(instruction=instruction.lower().strip().rstrip("?."))
+
+    def tokenize(self, instruction: str) -> torch.Tensor:
+        """Prompt ids (1, L) for an instruction, with OpenVLA's trailing token appended."""
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: pass input_ids instead of an instruction")
+        ids = self.tokenizer(self.prompt(instruction), add_special_tokens=True)["input_ids"]
+        return self.with_prompt_suffix(torch.tensor([ids], dtype=torch.long))
+
+    def with_prompt_suffix(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Append OpenVLA's trailing token (Llama-2's 29871) if the prompt does not end with it."""
+        suffix = self.config.prompt_suffix_token_id
+        if suffix is None or bool((input_ids[:, -1] == suffix).all()):
+            return input_ids
+        pad = torch.full((input_ids.shape[0], 1), suffix, dtype=input_ids.dtype, device=input_ids.device)
+        return torch.cat([input_ids, pad], dim=1)
+
+    def _check_pixels(self, pixel_values: torch.Tensor) -> None:
+        n = 3 * len(self.config.towers)
+        s = self.config.image_size
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (n, s, s):
+            got = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+            raise ValueError(f"pixel_values must have shape (B, {n}, {s}, {s}) (use vla.preprocess(images)); got {got}")
+        if not pixel_values.is_floating_point():
+            raise ValueError(f"pixel_values must be floating point (use vla.preprocess(images)); got {pixel_values.dtype}")
+
+    def normalize_proprio(self, proprio: Any, unnorm_key: str | None = None) -> torch.Tensor:
+        """Raw proprio (B, P) -> [-1, 1] with the dataset's q01/q99 (all dims)."""
+        stats = dict(self.norm_stats(unnorm_key)["proprio"])
+        stats["mask"] = [True] * len(stats["q01"])
+        arr = np.asarray(proprio.detach().cpu().numpy() if isinstance(proprio, torch.Tensor) else proprio, dtype=np.float64)
+        return torch.as_tensor(normalize(np.atleast_2d(arr), stats), dtype=torch.float32)
+
+    # --- forward --------------------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
+              attention_mask: torch.Tensor | None = None, proprio: torch.Tensor | None = None):
+        """Multimodal input embeddings and attention mask: BOS, patches, [proprio], then the text."""
+        self._check_pixels(pixel_values)
+        if input_ids.ndim != 2 or input_ids.shape[1] < 1:
+            raise ValueError(f"input_ids must have shape (B, L) with L >= 1, got {tuple(input_ids.shape)}")
+        if pixel_values.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"batch sizes differ: pixel_values {pixel_values.shape[0]} vs input_ids {input_ids.shape[0]}")
+        vis_dtype = self.projector.fc1.weight.dtype
+        patches = self.projector(self.vision_backbone(pixel_values.to(vis_dtype)))  # (B, N, H)
+        text = self.language_model.get_input_embeddings()(input_ids)  # (B, L, H)
+        parts = [text[:, :1], patches.to(text.dtype)]
+        if self.config.proprio_dim:
+            if proprio is None:
+                raise ValueError(f"this model takes a proprio input of {self.config.proprio_dim} dims (normalised)")
+            parts.append(self.proprio_projector(proprio.to(text.dtype).reshape(text.shape[0], 1, -1)))
+        parts.append(text[:, 1:])
+        embeds = torch.cat(parts, dim=1)
+        if attention_mask is not None:
+            extra = torch.ones(attention_mask.shape[0], self.n_prefix - 1, dtype=attention_mask.dtype,
+                               device=attention_mask.device)
+            attention_mask = torch.cat([attention_mask[:, :1], extra, attention_mask[:, 1:]], dim=1)
+        return embeds, attention_mask
+
+    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, proprio: torch.Tensor | None = None,
+                use_cache: bool = False, logits_to_keep: int = 0) -> VLAOutput:
+        """``vla(input_ids=..., pixel_values=...)`` -> logits over BOS, the patches and the text.
+
+        With ``labels`` (B, L) aligned to ``input_ids`` (``IGNORE_INDEX`` where no loss), the loss is
+        next-token cross-entropy over the text part, as OpenVLA trains.
+        """
+        embeds, mask = self.embed(input_ids, pixel_values, attention_mask, proprio)
+        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=use_cache,
+                                  logits_to_keep=logits_to_keep)
+        loss = None
+        if labels is not None:
+            full = torch.full((labels.shape[0], self.n_prefix - 1), IGNORE_INDEX, dtype=labels.dtype, device=labels.device)
+            full = torch.cat([labels[:, :1], full, labels[:, 1:]], dim=1)
+            logits = out.logits[:, :-1].float()
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), full[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+        return VLAOutput(logits=out.logits, loss=loss, past_key_values=out.past_key_values if use_cache else None)
+
+    # --- actions --------------------------------------------------------------------------
+    def norm_stats(self, unnorm_key: str | None = None) -> dict:
+        stats = self.config.norm_stats
+        if not stats:
+            raise ValueError("this model has no dataset statistics (norm_stats); cannot un-normalise actions")
+        if unnorm_key is None:
+            if len(stats) > 1:
+                raise ValueError(f"this model was trained on {len(stats)} datasets; pass unnorm_key= one of {sorted(stats)}")
+            unnorm_key = next(iter(stats))
+        if unnorm_key not in stats:
+            raise ValueError(f"unknown unnorm_key {unnorm_key!r}; valid keys: {sorted(stats)}")
+        return stats[unnorm_key]
+
+    @torch.no_grad()
+    def predict_action(self, image: Any = None, instruction: str | None = None, *, input_ids: torch.Tensor | None = None,
+                       pixel_values: torch.Tensor | None = None, proprio: Any = None, unnorm_key: str | None = None,
+                       return_tokens: bool = False, use_cache: bool = True):
+        """``vla.predict_action(image, "pick up the red cube")`` -> un-normalised action (A,) float64.
+
+        Greedy decoding of one action token per action dimension. With ``use_cache`` the first step
+        runs the whole multimodal prefix and later steps reuse its KV cache. Batched images give (B, A).
+        ``input_ids`` lets callers without a tokenizer pass prompt ids; ``return_tokens`` also returns
+        the generated ids.
+        """
+        from .generation import greedy_action_tokens
+
+        stats = self.norm_stats(unnorm_key)
+        if pixel_values is None:
+            if image is None:
+                raise ValueError("predict_action needs an image (or pixel_values)")
+            pixel_values = self.preprocess(image)
+        if input_ids is None:
+            if instruction is None:
+                raise ValueError("predict_action needs an instruction (or input_ids)")
+            input_ids = self.tokenize(instruction)
+        input_ids = torch.as_tensor(input_ids, dtype=torch.long)
+        if input_ids.ndim == 1:
+            input_ids = input_ids[None]
+        input_ids = self.with_prompt_suffix(input_ids).to(self.device)
+        if input_ids.shape[0] == 1 and pixel_values.shape[0] > 1:
+            input_ids = input_ids.expand(pixel_values.shape[0], -1)
+        prop = None
+        if self.config.proprio_dim:
+            if proprio is None:
+                raise ValueError(f"this model needs proprio= ({self.config.proprio_dim} dims, raw robot state)")
+            prop = self.normalize_proprio(proprio, unnorm_key).to(self.device)
+        tokens = greedy_action_tokens(self, input_ids, pixel_values.to(self.device), len(stats["action"]["q01"]),
+                                      proprio=prop, use_cache=use_cache)
+        actions = unnormalize(self.action_tokenizer.decode(tokens), stats["action"])
+        single = actions.shape[0] == 1
+        actions = actions[0] if single else actions
+        if return_tokens:
+            return actions, (tokens[0] if single else tokens)
+        return actions
+
+    # --- files ----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, max_shard_size: int = 5 * 2**30) -> Path:
+        """Write the checkpoint in OpenVLA's HF format (config, safetensors, statistics, tokenizer), atomically."""
+        from .loading import save_vla
+
+        return save_vla(self, directory, max_shard_size=max_shard_size)

@@ -1,0 +1,35 @@
+"""Shared test fixtures: paths to the OpenVLA reference fixtures and tiny real-architecture models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def fixture_path(*parts: str) -> Path:
+    """A file of the reference fixtures (``../shared/fixtures``), or skip-free failure if absent."""
+    path = SHARED_FIXTURES.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"reference fixture missing: {path} (the shared/ folder must sit next to the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def openvla_tiny_a() -> Path:
+    return fixture_path("openvla-tiny-a")
+
+
+@pytest.fixture(scope="session")
+def tiny_vla():
+    """A random tiny OpenVLA (2 towers, 2-layer 4-head Llama), float32, eval mode. Do not mutate."""
+    from robosteer.models.tiny import tiny_vla as make
+
+    return make(seed=0)
