@@ -1,0 +1,42 @@
+"""Finding the heads that matter: scores over heads, scorers and selection.
+
+- ``scores.HeadScores``: the one object every scorer returns;
+- ``activations``: the input forms scorers accept ((N, H, D) + heads, or {tower: (N, L, H, D)});
+- ``knn.knn_scores``: leave-one-episode-out kNN regression of the action (vectorised);
+  ``knn_reference.knn_scores_loop`` is its slow reference;
+- ``greedy.greedy_select``: forward selection by joint kNN error;
+- ``sav.sav_scores``: the Sparse Attention Vectors baseline; ``random_baseline.random_scores``: the control.
+
+Head masks live in ``robosteer.masks``, head-map plots in ``robosteer.viz``. Names are
+imported on first use, so ``import robosteer.circuits`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "HeadScores": "robosteer.circuits.scores",
+    "KNNConfig": "robosteer.circuits.knn",
+    "knn_scores": "robosteer.circuits.knn",
+    "knn_scores_loop": "robosteer.circuits.knn_reference",
+    "greedy_select": "robosteer.circuits.greedy",
+    "GreedySelection": "robosteer.circuits.greedy",
+    "sav_scores": "robosteer.circuits.sav",
+    "discretize_actions": "robosteer.circuits.sav",
+    "random_scores": "robosteer.circuits.random_baseline",
+    "flatten_tower": "robosteer.circuits.activations",
+    "head_blocks": "robosteer.circuits.activations",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'robosteer.circuits' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
