@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from ..hooks import HookedModelMixin
 from ..sites import HeadLayout
 from .action_tokenizer import ActionTokenizer, normalize, unnormalize
 from .config import VLAConfig
@@ -102,8 +103,11 @@ def build_llama_config(cfg: VLAConfig) -> LlamaConfig:
     return llama
 
 
-class OpenVLA(nn.Module):
-    """The model. Build with :func:`robosteer.load_vla` or :func:`robosteer.build_vla_from_config`."""
+class OpenVLA(HookedModelMixin, nn.Module):
+    """The model. Build with :func:`robosteer.load_vla` or :func:`robosteer.build_vla_from_config`.
+
+    Every attention head is a hook site (``vla.hooks``, ``vla.run_with_cache``; see ``robosteer.hooks``).
+    """
 
     def __init__(self, config: VLAConfig, tokenizer: Any = None) -> None:
         super().__init__()
@@ -125,6 +129,12 @@ class OpenVLA(nn.Module):
         towers = [("llm", kw["num_hidden_layers"], kw["num_attention_heads"])]
         towers += [(t.kind, t.depth, t.heads) for t in self.config.towers]
         return HeadLayout(towers)
+
+    def tower_modules(self):
+        """Where each tower's attention lives (the OpenVLA family map)."""
+        from .families.openvla import tower_modules
+
+        return tower_modules(self)
 
     @property
     def n_prefix(self) -> int:

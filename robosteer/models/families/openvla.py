@@ -1,0 +1,30 @@
+"""The OpenVLA (Prismatic) family: Llama LLM + DINOv2 / SigLIP towers.
+
+Usage::
+
+    towers = tower_modules(vla)  # {"llm": TowerModules, "dino": ..., "siglip": ...}
+"""
+
+from __future__ import annotations
+
+from .base import TowerModules
+
+
+def tower_modules(vla) -> dict[str, TowerModules]:
+    kw = vla.config.llama_kwargs()
+    llm_heads, llm_kv = kw["num_attention_heads"], kw["num_key_value_heads"]
+    towers = {
+        "llm": TowerModules(
+            name="llm", path="language_model.model.layers", blocks=vla.language_model.model.layers,
+            attn="self_attn", out="o_proj", q="q_proj", k="k_proj", v="v_proj",
+            n_heads=llm_heads, n_kv_heads=llm_kv, head_dim=kw["hidden_size"] // llm_heads, d_model=kw["hidden_size"],
+        )
+    }
+    paths = ("vision_backbone.featurizer.blocks", "vision_backbone.fused_featurizer.blocks")
+    for tower, cfg, path in zip(vla.vision_backbone.towers(), vla.config.towers, paths):
+        towers[cfg.kind] = TowerModules(
+            name=cfg.kind, path=path, blocks=tower.blocks, attn="attn", out="proj", qkv="qkv",
+            n_heads=cfg.heads, n_kv_heads=cfg.heads, head_dim=cfg.head_dim, d_model=cfg.width,
+            n_active_layers=cfg.feature_layer + 1,
+        )
+    return towers
