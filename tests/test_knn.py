@@ -191,3 +191,17 @@ def test_greedy_candidate_pool_and_mask():
     assert len(sel.candidates) == 3 and len(sel.heads) == 1 and sel.heads[0] in sel.candidates
     mask = sel.to_mask(LAYOUT)
     assert mask.heads == sel.heads and mask.method == "knn-greedy"
+
+
+def test_from_cache_picks_hook_z_at_positions():
+    from robosteer.circuits.activations import from_cache
+
+    layout = HeadLayout({"llm": (2, 3), "dino": (1, 2)})
+    g = torch.Generator().manual_seed(7)
+    cache = {f"llm.blocks.{l}.attn.hook_z": torch.randn(4, 5, 3, 8, generator=g) for l in range(2)}
+    out = from_cache(cache, layout, position=torch.tensor([4, 3, 2, 1]))
+    assert list(out) == ["llm"] and out["llm"].shape == (4, 2, 3, 8)
+    assert torch.equal(out["llm"][1, 1], cache["llm.blocks.1.attn.hook_z"][1, 3])
+    assert torch.equal(from_cache(cache, layout)["llm"][0, 0], cache["llm.blocks.0.attn.hook_z"][0, -1])
+    with pytest.raises(KeyError, match="dino"):
+        from_cache(cache, layout, towers=["dino"])

@@ -27,6 +27,7 @@ _EXPORTS = {
     "random_scores": "robosteer.circuits.random_baseline",
     "flatten_tower": "robosteer.circuits.activations",
     "head_blocks": "robosteer.circuits.activations",
+    "from_cache": "robosteer.circuits.activations",
 }
 
 __all__ = sorted(_EXPORTS)

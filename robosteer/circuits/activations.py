@@ -6,6 +6,8 @@ in order. Towers with different ``d_head`` (LLM 128, DINO 64, SigLIP 72) cannot 
 one (N, H, D) array, so the second accepted form is a dict ``{tower: (N, L, H, D)}``
 as the hook layer records it; ``flatten_tower`` turns one tower into the primary form
 and ``head_blocks`` turns either form into blocks of equal ``d_head`` for the scorers.
+``from_cache`` builds the dict form from a ``run_with_cache`` result (``hook_z`` at one
+token position per example).
 
 Targets: ``actions`` (N, A) float (a 1-D (N,) array is one action dimension), and
 ``episodes`` (N,) int ids — or ``None`` for a single episode, in which case frames are
@@ -14,13 +16,16 @@ assumed in time order unless ``frames`` gives their indices.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from robosteer.sites import Head, HeadLayout
+from robosteer.sites import Head, HeadLayout, hook_name
+
+log = logging.getLogger(__name__)
 
 
 def _as_tensor(x, name: str, dtype: torch.dtype) -> torch.Tensor:
@@ -40,6 +45,52 @@ def flatten_tower(acts, tower: str) -> tuple[torch.Tensor, list[Head]]:
     n, n_layers, n_heads, d = x.shape
     heads = [Head(tower, layer, head) for layer in range(n_layers) for head in range(n_heads)]
     return x.reshape(n, n_layers * n_heads, d), heads
+
+
+def from_cache(cache: Mapping[str, torch.Tensor], layout: HeadLayout, position=-1,
+               towers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """``from_cache(cache, vla.head_layout, position=-1)`` -> ``{tower: (B, L, H, D)}`` from the ``hook_z`` sites.
+
+    ``position`` is one token index for the whole batch or a (B,) tensor of indices (one
+    per example, e.g. the first action token of each). Towers without ``hook_z`` entries in
+    the cache are skipped unless named in ``towers``. Trailing layers missing from the cache
+    (the vision towers' last block never runs) are left out: the result then has fewer
+    than the layout's layers, and those heads go unscored.
+    """
+    out = {}
+    for tower in towers if towers is not None else layout.names:
+        n_layers, n_heads = layout.shape(tower)
+        names = [hook_name(tower, layer, "hook_z") for layer in range(n_layers)]
+        present = [name in cache for name in names]
+        if not any(present):
+            if towers is None:
+                continue
+            raise KeyError(f"cache holds no hook_z site of tower {tower!r}, e.g. {names[0]}")
+        n_found = present.index(False) if not all(present) else n_layers
+        if any(present[n_found:]):
+            raise KeyError(f"cache lacks {names[n_found]} but holds later layers of tower {tower!r}; "
+                           "record every layer, or pass the activations yourself")
+        if n_found < n_layers:
+            # The vision towers' last block does not feed the features, so its hooks never fire.
+            log.info("tower %s: layers %d-%d are not in the cache; their heads stay unscored", tower, n_found,
+                     n_layers - 1)
+        names = names[:n_found]
+        per_layer = []
+        for name in names:
+            z = cache[name]  # (B, S, H, D)
+            if z.ndim != 4 or z.shape[2] != n_heads:
+                raise ValueError(f"{name} has shape {tuple(z.shape)}; expected (batch, pos, {n_heads}, d_head)")
+            if isinstance(position, int):
+                per_layer.append(z[:, position])  # (B, H, D)
+            else:
+                index = torch.as_tensor(position, dtype=torch.int64)
+                if index.shape != (z.shape[0],):
+                    raise ValueError(f"position must be an int or (B,) = ({z.shape[0]},) indices, got {tuple(index.shape)}")
+                per_layer.append(z[torch.arange(z.shape[0]), index])  # (B, H, D)
+        out[tower] = torch.stack(per_layer, dim=1)  # (B, L, H, D)
+    if not out:
+        raise KeyError("the cache holds no hook_z site of any tower; record with names_filter=... 'hook_z'")
+    return out
 
 
 @dataclass(frozen=True)
