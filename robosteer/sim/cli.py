@@ -1,0 +1,128 @@
+"""``robosteer tasks | collect | evaluate``: the simulation suite's commands.
+
+A thin layer over tasks.py, collect.py and evaluate.py. Only the standard library is
+imported at module level, so ``robosteer --help`` never loads MuJoCo.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _task_names(args) -> list[str]:
+    from .tasks import Task, get_split
+
+    names: list[str] = []
+    for item in args.task or []:
+        names.extend(n for n in item.split(",") if n)
+    tasks = [str(Task.parse(n, args.variation)) for n in names]
+    if getattr(args, "split", None):
+        split_name, _, part = args.split.partition(":")
+        split = get_split(split_name)
+        part = part or "pretrain"
+        if part not in ("pretrain", "heldout", "all"):
+            raise ValueError(f"split part must be pretrain, heldout or all, got {part!r}")
+        chosen = {"pretrain": split.pretrain, "heldout": split.heldout, "all": split.tasks}[part]
+        tasks.extend(str(t) for t in chosen)
+    if not tasks:
+        raise ValueError("name at least one task (--task lift) or a split (--split default:pretrain)")
+    return list(dict.fromkeys(tasks))
+
+
+def cmd_tasks(args) -> int:
+    from dataclasses import fields
+
+    from .tasks import FAMILIES, all_tasks, get_split
+    from .variations import VARIATIONS
+
+    split = get_split(args.split)
+    print("Task families:")
+    for f in FAMILIES.values():
+        print(f"  {f.name:<7} horizon {f.horizon:>3}  {f.description}")
+    print("\nVariations (axis: settings):")
+    for v in VARIATIONS.values():
+        print(f"  {v.name:<13} {v.axis:<12} {v.description}")
+    print("\nVariation axes and their fields:")
+    base = VARIATIONS["base"]
+    for axis in ("visual", "language", "spatial", "environment"):
+        config = getattr(base, axis)
+        items = ", ".join(f"{f.name}={getattr(config, f.name)!r}" for f in fields(config))
+        print(f"  {axis}: {items}")
+    print(f"\nSplit {split.name!r} (pretrain / heldout; every family/variation pair is a valid task):")
+    for task in all_tasks() if args.all else split.tasks:
+        print(f"  {str(task):<22} {split.membership(task):<9} axis={split.axis(task)}")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from .collect import CollectConfig, collect
+
+    config = CollectConfig(
+        tasks=tuple(_task_names(args)),
+        episodes=args.episodes,
+        seed=args.seed,
+        workers=args.workers,
+        image_size=args.image_size,
+        action_noise=args.action_noise,
+        keep_failures=args.keep_failures,
+    )
+    report = collect(config, args.out)
+    print(report.summary())
+    print(f"dataset: {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .env import SimConfig
+    from .evaluate import evaluate
+    from .policies import load_policy
+
+    policy = load_policy(args.policy)
+    for task in _task_names(args):
+        result = evaluate(
+            policy,
+            task,
+            episodes=args.episodes,
+            seed=args.seed,
+            horizon=args.horizon,
+            config=SimConfig(image_size=args.image_size),
+            video_dir=args.video_dir,
+            video_format=args.video_format,
+        )
+        print(result.summary())
+        if args.per_episode:
+            print(result.to_frame().to_string(index=False))
+    return 0
+
+
+def _add_task_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", action="append", help="task family or family/variation; repeat or comma-separate")
+    p.add_argument("--variation", default=None, help="variation for tasks given without one (default: base)")
+    p.add_argument("--split", default=None, help="add a split's tasks: NAME[:pretrain|heldout|all]")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per task (seeds seed..seed+N-1)")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--image-size", type=int, default=64, help="square agentview image side in pixels")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("tasks", help="list task families, variations, the split and the variation axes")
+    p.add_argument("--split", default="default", help="split to show membership for")
+    p.add_argument("--all", action="store_true", help="list every family/variation pair, not only the split's")
+    p.set_defaults(func=cmd_tasks)
+
+    p = subparsers.add_parser("collect", help="record scripted-expert demonstrations")
+    _add_task_args(p)
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (one simulator each)")
+    p.add_argument("--action-noise", type=float, default=0.0, help="std of noise on executed arm actions")
+    p.add_argument("--keep-failures", action="store_true", help="also save failed expert episodes")
+    p.set_defaults(func=cmd_collect)
+
+    p = subparsers.add_parser("evaluate", help="closed-loop success rate of a policy")
+    _add_task_args(p)
+    p.add_argument("--policy", default="expert", help="'expert' or a saved policy path (via robosteer.policy)")
+    p.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the family's)")
+    p.add_argument("--video-dir", default=None, help="write one video per episode here")
+    p.add_argument("--video-format", choices=("gif", "mp4"), default="gif")
+    p.add_argument("--per-episode", action="store_true", help="print the per-episode records")
+    p.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,214 @@
+"""The on-disk demonstration format (version 1): Parquet + NumPy + JSON, no pickle.
+
+A dataset folder holds::
+
+    meta.json                  format version, image size, camera, tasks, counts, statistics
+    dataset_statistics.json    the same statistics alone, in OpenVLA's layout
+    steps.parquet              one row per step (see STEP_COLUMNS)
+    episodes.parquet           one row per episode (see EPISODE_COLUMNS)
+    images/episode_000000.npy  (T, H, W, 3) uint8 agentview images of one episode
+
+``DemoWriter`` writes it; ``read_steps``/``read_episodes``/``read_meta``/``load_images``
+read it back and name the file and field of anything malformed. docs/sim.md
+describes every field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .env import ACTION_NAMES, PROPRIO_NAMES
+from .keyframes import KEYFRAME_NAMES, keyframe_flags
+from .rollout import Episode
+from .statistics import dataset_statistics
+
+FORMAT_NAME = "robosteer-sim-demos"
+FORMAT_VERSION = 1
+DATASET_NAME = "robosteer_sim"  # key of the statistics, as OpenVLA names datasets
+STEP_COLUMNS: tuple[str, ...] = (
+    "episode", "step", "task", "family", "variation", "seed", "instruction",
+    "action", "proprio", *KEYFRAME_NAMES, "phase", "success",
+)  # fmt: skip
+EPISODE_COLUMNS: tuple[str, ...] = ("episode", "task", "family", "variation", "seed", "instruction", "success", "length", "image_file")
+
+
+class DemoFormatError(ValueError):
+    """A demo file is missing or malformed; the message names the file and the field."""
+
+    def __init__(self, path, field: str, problem: str) -> None:
+        super().__init__(f"{path}: field {field!r}: {problem}")
+        self.path, self.field = Path(path), field
+
+
+def image_file(episode: int) -> str:
+    return f"images/episode_{episode:06d}.npy"
+
+
+class DemoWriter:
+    """``with DemoWriter(out, image_size=64) as w: w.add(episode)``; files are final on close."""
+
+    def __init__(self, root, *, image_size: int, camera: str = "agentview", control_freq: int = 10) -> None:
+        import pyarrow  # noqa: F401  (fail early, before any episode is simulated)
+
+        self.root = Path(root)
+        (self.root / "images").mkdir(parents=True, exist_ok=True)
+        self.image_size, self.camera, self.control_freq = image_size, camera, control_freq
+        self.steps: list[dict] = []
+        self.episodes: list[dict] = []
+        self._actions: list[np.ndarray] = []
+        self._proprio: list[np.ndarray] = []
+
+    def __enter__(self) -> "DemoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+
+    def add(self, episode: Episode) -> int:
+        """Write one recorded episode; returns its index in the dataset."""
+        if episode.actions is None or episode.images is None:
+            raise ValueError("DemoWriter.add needs an episode recorded with images (run_episode(record=True))")
+        index = len(self.episodes)
+        name = image_file(index)
+        np.save(self.root / name, np.ascontiguousarray(episode.images, dtype=np.uint8), allow_pickle=False)
+        flags = keyframe_flags(episode.actions)
+        task = episode.task
+        phases = episode.phases or [""] * episode.length
+        for t in range(len(episode.actions)):
+            self.steps.append(
+                {
+                    "episode": index, "step": t, "task": str(task), "family": task.family,
+                    "variation": task.variation, "seed": episode.seed, "instruction": episode.instruction,
+                    "action": episode.actions[t].tolist(), "proprio": episode.proprio[t].tolist(),
+                    **{k: bool(v[t]) for k, v in flags.items()}, "phase": phases[t], "success": episode.success,
+                }
+            )  # fmt: skip
+        self.episodes.append(
+            {
+                "episode": index, "task": str(task), "family": task.family, "variation": task.variation,
+                "seed": episode.seed, "instruction": episode.instruction, "success": episode.success,
+                "length": len(episode.actions), "image_file": name,
+            }
+        )  # fmt: skip
+        self._actions.append(episode.actions)
+        self._proprio.append(episode.proprio)
+        return index
+
+    def close(self, extra_meta: dict | None = None) -> dict:
+        """Write the Parquet tables, statistics and meta.json; returns the meta dict."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.episodes:
+            raise ValueError(f"no episodes to write to {self.root}")
+        vec = pa.list_(pa.float32(), 7)
+        schema = pa.schema(
+            [("episode", pa.int32()), ("step", pa.int32()), ("task", pa.string()), ("family", pa.string()),
+             ("variation", pa.string()), ("seed", pa.int64()), ("instruction", pa.string()), ("action", vec),
+             ("proprio", vec), *[(k, pa.bool_()) for k in KEYFRAME_NAMES], ("phase", pa.string()), ("success", pa.bool_())]
+        )  # fmt: skip
+        pq.write_table(pa.Table.from_pylist(self.steps, schema=schema), self.root / "steps.parquet")
+        pq.write_table(pa.Table.from_pylist(self.episodes), self.root / "episodes.parquet")
+        stats = dataset_statistics(DATASET_NAME, np.concatenate(self._actions), np.concatenate(self._proprio), len(self.episodes))
+        (self.root / "dataset_statistics.json").write_text(json.dumps(stats, indent=2))
+        tasks = sorted({e["task"] for e in self.episodes})
+        meta = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "image_size": [self.image_size, self.image_size],
+            "camera": self.camera,
+            "control_freq": self.control_freq,
+            "action_names": list(ACTION_NAMES),
+            "action_space": "OSC_POSE delta, normalised to [-1, 1]; gripper -1 open, +1 close",
+            "proprio_names": list(PROPRIO_NAMES),
+            "keyframe_names": list(KEYFRAME_NAMES),
+            "tasks": tasks,
+            "num_episodes": len(self.episodes),
+            "num_steps": len(self.steps),
+            "dataset_statistics": stats,
+            **(extra_meta or {}),
+        }
+        (self.root / "meta.json").write_text(json.dumps(meta, indent=2))
+        return meta
+
+
+def read_meta(root) -> dict:
+    """meta.json of a dataset folder, checked for format and version."""
+    path = Path(root) / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {root} is not a robosteer demo folder (run `robosteer collect`)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DemoFormatError(path, "<json>", f"not valid JSON ({err})") from None
+    if meta.get("format") != FORMAT_NAME:
+        raise DemoFormatError(path, "format", f"expected {FORMAT_NAME!r}, got {meta.get('format')!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DemoFormatError(path, "format_version", f"this reader knows version {FORMAT_VERSION}, got {meta.get('format_version')!r}")
+    for key in ("image_size", "dataset_statistics", "num_episodes"):
+        if key not in meta:
+            raise DemoFormatError(path, key, "missing")
+    return meta
+
+
+def _read_table(path: Path, columns: tuple[str, ...]):
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise DemoFormatError(path, "<parquet>", f"cannot be read as Parquet ({err})") from None
+    for name in columns:
+        if name not in table.column_names:
+            raise DemoFormatError(path, name, "missing column")
+    return table
+
+
+def _vectors(table, path: Path, name: str, width: int) -> np.ndarray:
+    column = table.column(name).combine_chunks()
+    try:
+        values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+        values = values.reshape(len(column), width)
+    except (ValueError, TypeError) as err:
+        raise DemoFormatError(path, name, f"expected {width} numbers per row ({err})") from None
+    if not np.all(np.isfinite(values)):
+        raise DemoFormatError(path, name, "contains NaN or infinite values")
+    return values
+
+
+def read_steps(root) -> dict:
+    """steps.parquet as NumPy arrays: episode, step, action (N, 7), proprio (N, 7), flags, strings."""
+    path = Path(root) / "steps.parquet"
+    table = _read_table(path, STEP_COLUMNS)
+    out = {name: table.column(name).to_numpy() for name in ("episode", "step", "seed", *KEYFRAME_NAMES, "success")}
+    out["action"] = _vectors(table, path, "action", len(ACTION_NAMES))
+    out["proprio"] = _vectors(table, path, "proprio", len(PROPRIO_NAMES))
+    for name in ("task", "instruction", "phase"):
+        out[name] = table.column(name).to_pylist()
+    return out
+
+
+def read_episodes(root) -> list[dict]:
+    """episodes.parquet as a list of row dicts."""
+    return _read_table(Path(root) / "episodes.parquet", EPISODE_COLUMNS).to_pylist()
+
+
+def load_images(root, episode: dict, image_size) -> np.ndarray:
+    """The (T, H, W, 3) uint8 image array of one episode row, memory-mapped."""
+    path = Path(root) / episode["image_file"]
+    try:
+        images = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found (images of episode {episode['episode']})") from None
+    except ValueError as err:
+        raise DemoFormatError(path, "images", f"not a NumPy array file ({err})") from None
+    expected = (episode["length"], *image_size, 3)
+    if images.dtype != np.uint8 or images.shape != expected:
+        raise DemoFormatError(path, "images", f"expected uint8 {expected}, got {images.dtype} {images.shape}")
+    return images

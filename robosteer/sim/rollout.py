@@ -1,0 +1,95 @@
+"""Running one closed-loop episode of a policy in the env.
+
+Shared by the demonstration collector (the scripted expert, recording every step)
+and the rollout evaluator (any policy). A *policy* is a callable
+``policy(image, instruction, proprio) -> action (7,)``; if it has ``attach(env)`` it
+is given the env first (the scripted expert reads privileged state through it), and
+if it has ``reset()`` that is called at the start of every episode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .tasks import Task, get_family
+
+
+@dataclass
+class Episode:
+    """One rollout. Step arrays hold the observation *before* each action."""
+
+    task: Task
+    seed: int
+    instruction: str
+    success: bool
+    length: int  # control steps taken
+    images: np.ndarray | None = None  # (T, H, W, 3) uint8, when recorded
+    proprio: np.ndarray | None = None  # (T, 7) float32
+    actions: np.ndarray | None = None  # (T, 7) float32, the policy's (clean) actions
+    phases: list[str] = field(default_factory=list)  # expert phase per step, when known
+
+
+def _check_action(action) -> np.ndarray:
+    action = np.asarray(action, dtype=np.float32).reshape(-1)
+    if action.shape != (7,) or not np.all(np.isfinite(action)):
+        raise ValueError(f"a policy must return 7 finite numbers (6 end-effector deltas + gripper), got {action!r}")
+    return action
+
+
+def run_episode(
+    env,
+    task: "Task | str",
+    seed: int,
+    policy,
+    *,
+    horizon: int | None = None,
+    record: bool = False,
+    action_noise: float = 0.0,
+    frames: list | None = None,
+) -> Episode:
+    """``run_episode(env, "lift/base", 0, policy)``: reset to the seeded instance and roll out.
+
+    Stops at the first step where the success predicate holds, or after ``horizon``
+    steps (default: the family's). With ``action_noise`` > 0 the *executed* arm action
+    gets Gaussian noise of that standard deviation (seeded by the episode seed) while
+    the recorded action stays the policy's. ``frames``, if given, receives every image
+    including the last one (for videos).
+    """
+    task = Task.parse(task)
+    obs = env.reset_task(task, seed)
+    horizon = horizon or get_family(task.family).horizon
+    if hasattr(policy, "attach"):
+        policy.attach(env)
+    if hasattr(policy, "reset"):
+        policy.reset()
+    noise_rng = np.random.default_rng([int(seed), 0xA11CE])
+    images, proprio, actions, phases = [], [], [], []
+    success = False
+    steps = 0
+    while steps < horizon:
+        action = _check_action(policy(obs.image, obs.instruction, obs.proprio))
+        if record:
+            images.append(obs.image)
+            proprio.append(obs.proprio)
+            actions.append(action)
+            phases.append(getattr(policy, "phase", ""))
+        if frames is not None:
+            frames.append(obs.image)
+        executed = action.astype(np.float64)
+        if action_noise > 0:
+            executed[:6] += noise_rng.normal(0.0, action_noise, 6)
+        obs = env.act(executed)
+        steps += 1
+        if env.success():
+            success = True
+            break
+    if frames is not None:
+        frames.append(obs.image)
+    episode = Episode(task, int(seed), obs.instruction, success, steps, phases=phases)
+    if record:
+        episode.images = np.stack(images) if images[0] is not None else None
+        episode.proprio = np.stack(proprio).astype(np.float32)
+        episode.actions = np.stack(actions).astype(np.float32)
+    return episode
