@@ -5,7 +5,10 @@
 - ``knn.knn_scores``: leave-one-episode-out kNN regression of the action (vectorised);
   ``knn_reference.knn_scores_loop`` is its slow reference;
 - ``greedy.greedy_select``: forward selection by joint kNN error;
-- ``sav.sav_scores``: the Sparse Attention Vectors baseline; ``random_baseline.random_scores``: the control.
+- ``sav.sav_scores``: the Sparse Attention Vectors baseline; ``random_baseline.random_scores``: the control;
+- ``record.record_heads``: every head's output over demonstration keyframes (input of the scorers);
+- ``probes.Probe`` and ``patching.activation_patching`` / ``attribution_patching``: causal scores over
+  clean vs corrupted probe pairs.
 
 Head masks live in ``robosteer.masks``, head-map plots in ``robosteer.viz``. Names are
 imported on first use, so ``import robosteer.circuits`` stays cheap.
@@ -28,6 +31,13 @@ _EXPORTS = {
     "flatten_tower": "robosteer.circuits.activations",
     "head_blocks": "robosteer.circuits.activations",
     "from_cache": "robosteer.circuits.activations",
+    "RecordConfig": "robosteer.circuits.record",
+    "HeadActivations": "robosteer.circuits.record",
+    "record_heads": "robosteer.circuits.record",
+    "Probe": "robosteer.circuits.probes",
+    "PatchingConfig": "robosteer.circuits.patching",
+    "activation_patching": "robosteer.circuits.patching",
+    "attribution_patching": "robosteer.circuits.patching",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -60,7 +60,13 @@ def build_tokenizer(corpus: Iterable[str] | None = None, merges_vocab_size: int 
 
     alphabet = sorted(set(string.printable) - set(" \t\r\x0b\x0c")) + [METASPACE]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="always")
+    # Words split on spaces (metaspace, as sentencepiece), punctuation and newlines isolated, so that the
+    # prompt's tail ("?", "\n", "Out", ":", "▁") is the same tokens whatever the instruction.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="always"),
+        pre_tokenizers.Split("\n", behavior="isolated"),
+        pre_tokenizers.Punctuation(behavior="isolated"),
+    ])
     tok.decoder = decoders.Metaspace(replacement=METASPACE, prepend_scheme="always")
     trainer = trainers.BpeTrainer(vocab_size=merges_vocab_size, special_tokens=list(SPECIALS), initial_alphabet=alphabet,
                                   show_progress=False, min_frequency=2)
