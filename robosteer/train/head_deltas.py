@@ -1,0 +1,212 @@
+"""Per-head trainable deltas on attention weights, through ``torch.nn.utils.parametrize``.
+
+Finetuning a set of heads means training only their slices of the attention
+projections. Each selected slice gets its own delta parameter, and the affected
+weight is re-parametrised as ``W -> W`` with ``delta`` added to the selected rows or columns:
+the modules stay ``nn.Linear`` (so hooks see what the adapted model computes), the
+base weight is kept frozen, and every entry outside the selected slices is copied
+unchanged, bit for bit.
+
+Which slices a head owns (``TowerModules`` from ``models/families`` gives the paths):
+
+- query: rows ``h*hd:(h+1)*hd`` of ``q_proj`` (LLM) or of the fused ``qkv`` (vision), plus
+  the same entries of the qkv bias when the projection has one;
+- output: columns ``h*hd:(h+1)*hd`` of ``o_proj``/``proj`` (the output bias is shared by
+  all heads, so it never trains);
+- key/value (``kv=True``): rows ``g*hd:(g+1)*hd`` of ``k_proj``/``v_proj`` (fused: offset by
+  D and 2D) for the KV head ``g = h // (n_heads // n_kv_heads)``. With grouped-query
+  attention a KV head is shared by several query heads; it is trained once if any of
+  them is selected.
+
+Delta keys are canonical strings: ``"llm.L3H1.q"``, ``"llm.L3H1.o"``, ``"dino.L0H2.q_bias"``,
+``"llm.L3KV0.k"``, ``"llm.L3KV0.v_bias"``.
+
+Usage::
+
+    deltas = HeadDeltas.attach(vla, mask, kv=False)   # base weights untouched, deltas start at zero
+    ...train deltas.parameters()...
+    deltas.merge()      # fold into the weights, parametrizations removed
+    deltas.unmerge()    # bit-exact base weights back, deltas re-attached
+    deltas.remove()     # back to the plain base model
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..masks import HeadMask
+from ..models.families.openvla import tower_modules
+
+
+class SliceDelta(nn.Module):
+    """Parametrization adding per-head delta blocks to some rows (``dim=0``) or columns (``dim=1``) of a tensor.
+
+    The output is assembled with ``torch.cat`` from untouched pieces of the base tensor (copied
+    bit for bit) and ``base block + delta`` for each selected block.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dim: int, slices: list[tuple[str, int, int]],
+                 dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.dim = dim
+        self.length = shape[dim]
+        self.spans = sorted((start, size, name) for name, start, size in slices)  # name: ParameterDict key, e.g. "H3_q"
+        for (s0, n0, a), (s1, _, b) in zip(self.spans, self.spans[1:]):
+            if s0 + n0 > s1:
+                raise ValueError(f"head slices {a} and {b} overlap")
+        self.deltas = nn.ParameterDict()
+        for name, _, size in slices:
+            block = list(shape)
+            block[dim] = size
+            self.deltas[name] = nn.Parameter(torch.zeros(block, dtype=dtype, device=device))
+
+    @property
+    def index(self) -> torch.Tensor:
+        """The rows/columns covered by the deltas, in ``spans`` order."""
+        return torch.cat([torch.arange(start, start + size) for start, size, _ in self.spans])
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        pieces, pos = [], 0
+        for start, size, name in self.spans:
+            if start > pos:
+                pieces.append(weight.narrow(self.dim, pos, start - pos))
+            pieces.append(weight.narrow(self.dim, start, size) + self.deltas[name])
+            pos = start + size
+        if pos < self.length:
+            pieces.append(weight.narrow(self.dim, pos, self.length - pos))
+        return torch.cat(pieces, dim=self.dim)
+
+
+@dataclass
+class _Site:
+    """One parametrised tensor: ``module.<tensor>`` with its SliceDelta and the canonical key of each block."""
+
+    module: nn.Module
+    tensor: str  # "weight" or "bias"
+    delta: SliceDelta
+    keys: dict[str, str]  # canonical key -> ParameterDict key
+    base_slice: torch.Tensor | None = None  # the base values of the slices while merged
+
+
+class HeadDeltas:
+    """The trainable per-head slices of one model. Build with :meth:`HeadDeltas.attach`."""
+
+    def __init__(self, vla: nn.Module, mask: HeadMask, kv: bool, sites: list[_Site], base_fingerprint: str) -> None:
+        self.vla = vla
+        self.mask = mask
+        self.kv = kv
+        self.sites = sites
+        self.base_fingerprint = base_fingerprint
+        self.merged = False
+
+    @classmethod
+    def attach(cls, vla: nn.Module, mask: HeadMask, kv: bool = False) -> "HeadDeltas":
+        """``HeadDeltas.attach(vla, mask, kv=False)``: register zero deltas for the mask's heads."""
+        if mask.layout != vla.head_layout:
+            raise ValueError(f"the head mask is for layout {mask.layout.to_dict()}, the model has "
+                             f"{vla.head_layout.to_dict()}")
+        if not mask.heads:
+            raise ValueError("the head mask selects no heads: nothing to train")
+        if any(parametrize.is_parametrized(m) for m in vla.modules()):
+            raise ValueError("this model already has parametrized weights (an adapter is attached); use a fresh model")
+        fingerprint = vla.fingerprint()
+        plan: dict[tuple[int, str, int], tuple[nn.Module, list[tuple[str, str, int, int]]]] = {}
+
+        def add(module: nn.Module, tensor: str, dim: int, key: str, start: int, size: int) -> None:
+            entry = plan.setdefault((id(module), tensor, dim), (module, []))
+            entry[1].append((key, key.split(".", 1)[1].replace(".", "_"), start, size))
+
+        towers = tower_modules(vla)
+        seen: set[str] = set()
+        for head in mask.heads:
+            t = towers[head.tower]
+            hd, d = t.head_dim, t.d_model
+            group = head.head // (t.n_heads // t.n_kv_heads)
+            prefix = f"{head.tower}.L{head.layer}"
+            parts = [("q", f"{prefix}H{head.head}", head.head * hd, 0)]
+            if kv:
+                parts += [("k", f"{prefix}KV{group}", group * hd, d), ("v", f"{prefix}KV{group}", group * hd, 2 * d)]
+            for which, name, start, fused_offset in parts:
+                module = t.projection(head.layer, "qkv" if t.qkv else which)
+                offset = fused_offset if t.qkv else 0
+                if f"{name}.{which}" in seen:
+                    continue  # a KV head shared by several selected query heads (GQA) trains once
+                seen.add(f"{name}.{which}")
+                add(module, "weight", 0, f"{name}.{which}", start + offset, hd)
+                if module.bias is not None:
+                    add(module, "bias", 0, f"{name}.{which}_bias", start + offset, hd)
+            add(t.projection(head.layer, "out"), "weight", 1, f"{prefix}H{head.head}.o", head.head * hd, hd)
+
+        sites = []
+        for (_, tensor, dim), (module, blocks) in plan.items():
+            base = getattr(module, tensor)
+            delta = SliceDelta(tuple(base.shape), dim, [(pk, s, n) for _, pk, s, n in blocks], base.dtype, base.device)
+            parametrize.register_parametrization(module, tensor, delta)
+            sites.append(_Site(module, tensor, delta, {key: pk for key, pk, _, _ in blocks}))
+        return cls(vla, mask, kv, sites, fingerprint)
+
+    # --- parameters ------------------------------------------------------------------------
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """``(canonical key, delta parameter)`` pairs, in a fixed order."""
+        for site in self.sites:
+            for key, pkey in site.keys.items():
+                yield key, site.delta.deltas[pkey]
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``{canonical key: delta}`` (detached copies)."""
+        return {key: p.detach().clone() for key, p in self.named_parameters()}
+
+    @torch.no_grad()
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy deltas in by canonical key; the key sets and shapes must match exactly."""
+        mine = dict(self.named_parameters())
+        if set(tensors) != set(mine):
+            missing, extra = sorted(set(mine) - set(tensors)), sorted(set(tensors) - set(mine))
+            raise ValueError(f"adapter tensors do not match the selected heads: missing {missing[:6]}, "
+                             f"unexpected {extra[:6]}")
+        for key, p in mine.items():
+            if tuple(tensors[key].shape) != tuple(p.shape):
+                raise ValueError(f"adapter tensor {key} has shape {tuple(tensors[key].shape)}, expected {tuple(p.shape)}")
+            p.copy_(tensors[key].to(p.dtype))
+
+    # --- merge / unmerge / remove ---------------------------------------------------------------
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the deltas into the weights and remove the parametrizations (the base slices are kept for ``unmerge``)."""
+        if self.merged:
+            return
+        for site in self.sites:
+            original = site.module.parametrizations[site.tensor].original
+            site.base_slice = original.index_select(site.delta.dim, site.delta.index.to(original.device)).clone()
+            parametrize.remove_parametrizations(site.module, site.tensor, leave_parametrized=True)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Undo :meth:`merge`: restore the base slices bit-exact and re-attach the same deltas."""
+        if not self.merged:
+            return
+        for site in self.sites:
+            weight = getattr(site.module, site.tensor)
+            weight.index_copy_(site.delta.dim, site.delta.index.to(weight.device), site.base_slice)
+            site.base_slice = None
+            parametrize.register_parametrization(site.module, site.tensor, site.delta)
+        self.merged = False
+
+    def remove(self) -> None:
+        """Detach the deltas: the model is the plain base model again (bit-exact)."""
+        self.unmerge()
+        for site in self.sites:
+            parametrize.remove_parametrizations(site.module, site.tensor, leave_parametrized=False)
+        self.sites = []

@@ -1,0 +1,159 @@
+"""Training checkpoints for exact resumption: trainable weights, optimizer, scheduler and RNG states.
+
+A checkpoint is a folder ``<out>/checkpoints/step-0000120/`` built aside and swapped in
+atomically (``models.checkpoint_io.atomic_directory``), so the latest complete folder is
+always a good one. Nothing in it is pickled:
+
+- ``trainable.safetensors``: every parameter with ``requires_grad`` (by module path);
+- ``optimizer.safetensors``: each tensor of the optimizer state, keyed ``"<param index>.<name>"``;
+- ``rng.safetensors``: each process's torch CPU (and CUDA) generator state and numpy key array;
+- ``state.json``: step, the optimizer's param groups and non-tensor state, the scheduler's
+  state, python/numpy RNG scalars, the data-order position, the names of the optimised
+  parameters (their order is the optimizer's), the strategy, the base-model fingerprint
+  and the run's config.
+
+Usage::
+
+    save_checkpoint(path, step=10, model=vla, optimizer=opt, scheduler=sched, rng=[capture_rng()], extra={...})
+    info = load_checkpoint(path, model=vla, optimizer=opt, scheduler=sched, rank=0)
+    latest = latest_checkpoint(out_dir / "checkpoints")
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.checkpoint_io import atomic_directory, read_json, save_safetensors_atomic, write_json_atomic
+from .strategies.base import trainable_parameters
+
+STATE_JSON = "state.json"
+CHECKPOINT_FORMAT = "robosteer.train_checkpoint"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_dir(root: Path, step: int) -> Path:
+    return root / f"step-{step:07d}"
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step under ``root``, or None."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    found = [(int(m[1]), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / STATE_JSON).is_file()]
+    return max(found)[1] if found else None
+
+
+def prune_checkpoints(root: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints."""
+    found = sorted((int(m[1]), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)))
+    for _, path in found[:-keep] if keep > 0 else []:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --- RNG ----------------------------------------------------------------------------------------
+def capture_rng() -> dict[str, Any]:
+    """This process's generator states: ``{"tensors": {...}, "json": {...}}``."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    tensors = {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_keys.astype(np.int64))}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda{i}"] = state
+    return {"tensors": tensors,
+            "json": {"numpy": [np_name, int(np_pos), int(np_has_gauss), float(np_gauss)],
+                     "python": [py_version, list(py_state), py_gauss]}}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    tensors, scalars = state["tensors"], state["json"]
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    name, pos, has_gauss, gauss = scalars["numpy"]
+    np.random.set_state((name, tensors["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, py_state, py_gauss = scalars["python"]
+    random.setstate((version, tuple(py_state), py_gauss))
+
+
+# --- optimizer ----------------------------------------------------------------------------------
+def _split_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entries in sd["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
+        index, key = flat.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+# --- save / load --------------------------------------------------------------------------------
+def save_checkpoint(path: Path, *, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    rng: list[dict[str, Any]], extra: dict[str, Any]) -> Path:
+    """Write one checkpoint folder atomically. ``rng`` holds one :func:`capture_rng` per process (by rank)."""
+    opt_tensors, opt_meta = _split_optimizer(optimizer)
+    rng_tensors = {f"rank{r}.{k}": v for r, state in enumerate(rng) for k, v in state["tensors"].items()}
+    meta = {"format": CHECKPOINT_FORMAT, "version": 1, "step": step,
+            "parameters": [name for name, _ in trainable_parameters(model)],
+            "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
+            "rng": [state["json"] for state in rng], **extra}
+    with atomic_directory(path) as tmp:
+        save_safetensors_atomic(dict(trainable_parameters(model)), tmp / "trainable.safetensors")
+        save_safetensors_atomic(opt_tensors, tmp / "optimizer.safetensors")
+        save_safetensors_atomic(rng_tensors, tmp / "rng.safetensors")
+        write_json_atomic(tmp / STATE_JSON, meta)
+    return path
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The ``state.json`` of a checkpoint (step, strategy, config, ...), checked for format."""
+    meta = read_json(path / STATE_JSON, "training checkpoint state")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a robosteer training checkpoint (format={meta.get('format')!r})")
+    return meta
+
+
+def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    rank: int = 0) -> dict[str, Any]:
+    """Restore a checkpoint into a prepared model, its optimizer and scheduler, and this rank's RNG; return state.json."""
+    from safetensors.torch import load_file
+
+    meta = read_state(path)
+    params = dict(trainable_parameters(model))
+    if list(params) != meta["parameters"]:
+        missing, extra = sorted(set(meta["parameters"]) - set(params)), sorted(set(params) - set(meta["parameters"]))
+        raise ValueError(f"{path} trained other parameters than this run: missing here {missing[:4]}, "
+                         f"new here {extra[:4]} (same strategy, mask and model needed to resume)")
+    saved = load_file(str(path / "trainable.safetensors"))
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(saved[name])
+    optimizer.load_state_dict(_join_optimizer(load_file(str(path / "optimizer.safetensors")), meta["optimizer"]))
+    scheduler.load_state_dict(meta["scheduler"])
+    rng_all = load_file(str(path / "rng.safetensors"))
+    if rank >= len(meta["rng"]):
+        raise ValueError(f"{path} was written by {len(meta['rng'])} process(es); cannot resume as rank {rank}")
+    prefix = f"rank{rank}."
+    restore_rng({"tensors": {k[len(prefix):]: v for k, v in rng_all.items() if k.startswith(prefix)},
+                 "json": meta["rng"][rank]})
+    return meta
