@@ -38,7 +38,7 @@ def analytic_heads_count(vla, heads, kv):
     if kv:
         for tower, _, _ in groups:
             d, n, _, bias = tower_dims(vla, tower)
-            total += 2 * ((d // n) * d + ((d // n) if bias else 0))
+            total += 2 * (d // n) * d + ((d // n) if bias else 0)  # k and v rows, v bias (k bias: zero gradient)
     return total
 
 
@@ -154,7 +154,8 @@ def test_heads_finetuning_changes_only_selected_slices(tmp_path, kv):
         assert not torch.equal(inside, base_in)
     expected = {"llm.q", "llm.o", "dino.q", "dino.q_bias", "dino.o", "siglip.q", "siglip.q_bias", "siglip.o"}
     if kv:
-        expected |= {"llm.k", "llm.v", "dino.k", "dino.v", "dino.k_bias", "siglip.v_bias"}
+        expected |= {"llm.k", "llm.v", "dino.k", "dino.v", "dino.v_bias", "siglip.v_bias"}
+        assert not any(kind.endswith("k_bias") for kind in changed_kinds)
     assert expected <= changed_kinds
     out_bias = "language_model.model.layers.0.self_attn.o_proj.bias", "vision_backbone.featurizer.blocks.1.attn.proj.bias"
     assert out_bias[1] in merged and torch.equal(merged[out_bias[1]], base[out_bias[1]])

@@ -16,10 +16,12 @@ Which slices a head owns (``TowerModules`` from ``models/families`` gives the pa
 - key/value (``kv=True``): rows ``g*hd:(g+1)*hd`` of ``k_proj``/``v_proj`` (fused: offset by
   D and 2D) for the KV head ``g = h // (n_heads // n_kv_heads)``. With grouped-query
   attention a KV head is shared by several query heads; it is trained once if any of
-  them is selected.
+  them is selected. The key bias never trains: it shifts all of a query's scores by the
+  same amount, which the softmax ignores, so its gradient is exactly zero (Adam would
+  only amplify rounding noise into it).
 
 Delta keys are canonical strings: ``"llm.L3H1.q"``, ``"llm.L3H1.o"``, ``"dino.L0H2.q_bias"``,
-``"llm.L3KV0.k"``, ``"llm.L3KV0.v_bias"``.
+``"llm.L3KV0.k"``, ``"dino.L3KV0.v_bias"``.
 
 Usage::
 
@@ -138,7 +140,7 @@ class HeadDeltas:
                     continue  # a KV head shared by several selected query heads (GQA) trains once
                 seen.add(f"{name}.{which}")
                 add(module, "weight", 0, f"{name}.{which}", start + offset, hd)
-                if module.bias is not None:
+                if module.bias is not None and which != "k":  # a key bias has zero gradient (see module doc)
                     add(module, "bias", 0, f"{name}.{which}_bias", start + offset, hd)
             add(t.projection(head.layer, "out"), "weight", 1, f"{prefix}H{head.head}.o", head.head * hd, hd)
 

@@ -72,12 +72,16 @@ class TrainResult:
 
 
 def make_accelerator(config: TrainConfig):
-    """An ``accelerate.Accelerator`` for this run (it picks up ``accelerate launch``'s environment)."""
+    """An ``accelerate.Accelerator`` for this run (it picks up ``accelerate launch``'s environment).
+
+    Without a GPU it is built with ``cpu=True``, which is what makes accelerate treat several
+    launched processes as one multi-CPU (gloo) job rather than as independent runs.
+    """
     try:
         from accelerate import Accelerator
     except ImportError as err:  # pragma: no cover - depends on the install
         raise ImportError("training needs accelerate: pip install 'robosteer[train]'") from err
-    return Accelerator(mixed_precision=config.mixed_precision)
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
 
 
 def seed_everything(seed: int) -> None:

@@ -8,7 +8,7 @@ the control: ``HeadMask.random_like(mask, seed)`` (as many heads per tower, at r
 Trainable scalars, per selected head of width ``hd`` in a tower of width ``D``:
 ``2 * hd * D`` (query rows + output columns) plus ``hd`` for a projection with a bias
 (the vision towers' fused qkv); with ``kv=True``, per distinct KV head in a layer,
-``2 * hd * D`` (+ ``2 * hd`` with bias).
+``2 * hd * D`` (+ ``hd`` for the value bias; the key bias has zero gradient and never trains).
 
 Usage::
 
