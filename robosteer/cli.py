@@ -17,6 +17,8 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "robosteer.models.cli",
     "robosteer.sim.cli",
+    "robosteer.train.cli",
+    "robosteer.circuits.cli",
 )
 
 

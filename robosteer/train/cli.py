@@ -1,0 +1,155 @@
+"""``robosteer finetune`` and ``robosteer pretrain``: thin command-line layers over ``train.loop.train``.
+
+    robosteer finetune --policy default --demos demos/task --method heads --mask heads.json --steps 3000 --out runs/x
+    robosteer finetune --policy PATH --demos DIR --method heads --top-k 20 --selector knn --steps 3000 --out runs/y
+    robosteer pretrain --demos demos/pretrain --steps 20000 --out runs/default-policy
+
+Demonstrations are read with ``robosteer.sim.dataset.DemoDataset``. Multi-process runs use
+the same command under ``accelerate launch`` (see docs/training.md). Heavy imports happen
+inside the command functions, so ``robosteer --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+METHODS = ("heads", "lora", "full", "random-heads")  # the same names as train.strategies.METHODS
+SELECTORS = ("knn",)
+
+
+def _add_loop_options(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
+    p.add_argument("--demos", required=True, help="demonstration folder written by `robosteer collect`")
+    p.add_argument("--out", required=True, help="output folder: checkpoints, metrics, final adapter or model")
+    p.add_argument("--steps", type=int, required=True, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=batch_size, help="global batch (all processes)")
+    p.add_argument("--lr", type=float, default=lr, help="peak learning rate")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.999), metavar=("B1", "B2"))
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true", help="turn off OpenVLA's image augmentation")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="Gaussian smoothing over action bins (sigma)")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("finetune", help="finetune a policy on demonstrations (heads, lora, full, random-heads)")
+    p.add_argument("--policy", default="default", help="OpenVLA-format checkpoint folder, or 'default'")
+    p.add_argument("--method", choices=METHODS, default="heads")
+    p.add_argument("--mask", help="head mask JSON (robosteer.head_mask) for heads/random-heads")
+    p.add_argument("--top-k", type=int, help="select the top K heads from the demos instead of --mask")
+    p.add_argument("--selector", choices=SELECTORS, default="knn", help="head scorer used with --top-k")
+    p.add_argument("--towers", default="llm", help="towers to select heads from with --top-k (comma-separated)")
+    p.add_argument("--kv", action="store_true", help="heads: also train the key/value slices")
+    p.add_argument("--lora-r", type=int, default=32)
+    p.add_argument("--lora-alpha", type=float, default=16)
+    p.add_argument("--lora-dropout", type=float, default=0.0)
+    p.add_argument("--unnorm-key", default=None, help="which of the policy's dataset statistics to use")
+    _add_loop_options(p, lr=5e-4, batch_size=16)
+    p.set_defaults(func=finetune_command)
+
+    p = subparsers.add_parser("pretrain", help="train a default-size policy from scratch on demonstrations (full)")
+    p.add_argument("--size", choices=("default", "tiny"), default="default",
+                   help="'default': the default policy's shape; 'tiny': a 2-layer model for smoke tests")
+    _add_loop_options(p, lr=3e-4, batch_size=32)
+    p.set_defaults(func=pretrain_command)
+
+
+def _config(args: argparse.Namespace, unnorm_key: str | None):
+    from .config import TrainConfig
+
+    return TrainConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       schedule=args.schedule, warmup_steps=args.warmup_steps, betas=tuple(args.betas),
+                       weight_decay=args.weight_decay, seed=args.seed, augment=not args.no_augment,
+                       label_smoothing=args.label_smoothing, log_every=args.log_every, ckpt_every=args.ckpt_every,
+                       resume=not args.no_resume, progress=not args.no_progress, unnorm_key=unnorm_key)
+
+
+def load_demos(directory: str | Path):
+    """The demonstrations in ``directory`` (a ``robosteer.sim`` demo folder)."""
+    try:
+        from ..sim.dataset import DemoDataset
+    except ImportError as err:
+        raise ValueError(f"reading demonstrations needs robosteer.sim (pip install 'robosteer[sim]'): {err}") from err
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"demonstration folder not found: {directory}")
+    return DemoDataset(directory)
+
+
+def record_frames(demos) -> list[dict[str, Any]]:
+    """Frames as the head recorder reads them (dicts with episode, step and one keyframe flag)."""
+    out = []
+    for i in range(len(demos)):
+        f = demos[i]
+        out.append({"image": f.image, "instruction": f.instruction, "action": f.action, "proprio": f.proprio,
+                    "episode": f.episode, "step": f.step, "keyframe": any(f.keyframes.values())})
+    return out
+
+
+def select_heads(vla, demos, k: int, selector: str, towers: tuple[str, ...], unnorm_key: str | None):
+    """Top-``k`` heads of ``towers`` by the selector's score over the demonstrations."""
+    from ..masks import HeadMask
+
+    try:
+        from ..circuits.record import RecordConfig, record_heads
+    except ImportError as err:
+        raise ValueError(f"--top-k needs the head recorder robosteer.circuits.record, not available: {err}") from err
+    if selector != "knn":
+        raise ValueError(f"unknown selector {selector!r}; available: {', '.join(SELECTORS)}")
+    acts = record_heads(vla, record_frames(demos), RecordConfig(towers=towers, unnorm_key=unnorm_key))
+    return HeadMask.select(acts.knn_scores(), k=k, towers=towers)
+
+
+def finetune_command(args: argparse.Namespace) -> int:
+    from ..masks import HeadMask
+    from ..models import load_vla
+    from .loop import train
+    from .strategies import LoraSettings, make_strategy
+
+    if args.method in ("heads", "random-heads") and (args.mask is None) == (args.top_k is None):
+        raise ValueError(f"--method {args.method} needs exactly one of --mask FILE or --top-k K")
+    if args.method in ("lora", "full") and (args.mask or args.top_k):
+        raise ValueError(f"--mask/--top-k do not apply to --method {args.method}")
+    demos = load_demos(args.demos)
+    vla = load_vla(args.policy)
+    mask = None
+    if args.mask:
+        mask = HeadMask.from_json(args.mask, layout=vla.head_layout)
+    elif args.top_k is not None:
+        towers = tuple(t.strip() for t in args.towers.split(",") if t.strip())
+        mask = select_heads(vla, demos, args.top_k, args.selector, towers, args.unnorm_key)
+    if mask is not None:
+        mask.to_json(Path(args.out) / "mask.json")
+    lora = LoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
+    strategy = make_strategy(args.method, mask=mask, kv=args.kv, lora=lora, seed=args.seed)
+    result = train(vla, demos, strategy, _config(args, args.unnorm_key))
+    log.info("finished at step %d (loss %.4f); result in %s; metrics in %s", result.step, result.loss,
+             result.output, Path(args.out) / "metrics.csv")
+    return 0
+
+
+def pretrain_command(args: argparse.Namespace) -> int:
+    from ..models.loading import build_vla_from_config
+    from ..models.tiny import tiny_config
+    from .loop import train
+    from .strategies import FullStrategy
+
+    demos = load_demos(args.demos)
+    stats = demos.statistics
+    size = demos.image_size[0]
+    shape = (dict(image_size=size, patch_size=8, llm_layers=6, llm_heads=8, llm_dim=256, dino=(128, 4, 4),
+                  siglip=(128, 4, 4)) if args.size == "default" else dict(image_size=size, patch_size=8))
+    cfg, tok = tiny_config(proprio_dim=len(demos.proprio[0]), norm_stats=stats, **shape)
+    vla = build_vla_from_config(cfg, tokenizer=tok, seed=args.seed)
+    result = train(vla, demos, FullStrategy(), _config(args, next(iter(stats))))
+    log.info("finished at step %d (loss %.4f); policy saved to %s", result.step, result.loss, result.output)
+    return 0

@@ -1,0 +1,90 @@
+"""``robosteer finetune`` / ``pretrain`` end to end on a tiny demo folder and a tiny saved policy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from robosteer.cli import main
+from robosteer.masks import HeadMask
+
+from .train_helpers import single_thread, tiny_train_vla  # noqa: F401 (fixture)
+
+IMAGE = 16
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    """Three short fake episodes written in the simulator's demo format."""
+    pytest.importorskip("pyarrow")
+    from robosteer.sim.demo_format import DemoWriter
+    from robosteer.sim.rollout import Episode
+    from robosteer.sim.tasks import Task
+
+    root = tmp_path_factory.mktemp("demos")
+    rng = np.random.default_rng(0)
+    with DemoWriter(root, image_size=IMAGE) as writer:
+        for seed in range(3):
+            t = 14
+            actions = rng.uniform(-1, 1, (t, 7)).astype(np.float32)
+            actions[:, 6] = np.where(np.arange(t) < t // 2, -1.0, 1.0)
+            writer.add(Episode(task=Task.parse("lift"), seed=seed, instruction="lift the red cube", success=True,
+                               length=t, images=rng.integers(0, 256, (t, IMAGE, IMAGE, 3), dtype=np.uint8),
+                               proprio=rng.uniform(-1, 1, (t, 7)).astype(np.float32), actions=actions))
+    return root
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory, demos):
+    stats = json.loads((demos / "dataset_statistics.json").read_text())
+    vla = tiny_train_vla(norm_stats=stats)
+    path = tmp_path_factory.mktemp("policy") / "tiny"
+    vla.save_pretrained(path)
+    return path, vla
+
+
+def finetune(policy_path, demos, out, *extra):
+    return main(["finetune", "--policy", str(policy_path), "--demos", str(demos), "--steps", "2", "--batch-size", "4",
+                 "--out", str(out), "--log-every", "1", "--no-progress", *extra])
+
+
+def test_finetune_heads_with_mask_file(tmp_path, demos, policy):
+    path, vla = policy
+    mask_file = HeadMask.from_heads(["llm.L1H2", "dino.L0H1"], vla.head_layout).to_json(tmp_path / "mask.json")
+    assert finetune(path, demos, tmp_path / "run", "--method", "heads", "--mask", str(mask_file)) == 0
+    meta = json.loads((tmp_path / "run" / "final" / "adapter.json").read_text())
+    assert meta["heads"] == ["llm.L1H2", "dino.L0H1"] and meta["base_fingerprint"] == vla.fingerprint()
+    assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_finetune_heads_top_k_knn(tmp_path, demos, policy):
+    path, _ = policy
+    assert finetune(path, demos, tmp_path / "run", "--method", "heads", "--top-k", "3", "--selector", "knn") == 0
+    chosen = json.loads((tmp_path / "run" / "mask.json").read_text())
+    assert len(chosen["heads"]) == 3 and all(h.startswith("llm.") for h in chosen["heads"])
+    assert json.loads((tmp_path / "run" / "final" / "adapter.json").read_text())["heads"] == chosen["heads"]
+
+
+def test_finetune_lora(tmp_path, demos, policy):
+    path, _ = policy
+    assert finetune(path, demos, tmp_path / "run", "--method", "lora", "--lora-r", "2") == 0
+    assert (tmp_path / "run" / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_finetune_argument_errors(tmp_path, demos, policy, capsys):
+    path, _ = policy
+    assert finetune(path, demos, tmp_path / "a", "--method", "heads") == 2
+    assert "exactly one of --mask FILE or --top-k K" in capsys.readouterr().err
+    assert finetune(path, tmp_path / "nowhere", tmp_path / "b", "--method", "full") == 2
+    assert "demonstration folder not found" in capsys.readouterr().err
+
+
+def test_pretrain_tiny(tmp_path, demos):
+    assert main(["pretrain", "--size", "tiny", "--demos", str(demos), "--steps", "2", "--batch-size", "2",
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    from robosteer.models import load_vla
+
+    vla = load_vla(tmp_path / "run" / "final")
+    assert "robosteer_sim" in vla.config.norm_stats and vla.config.proprio_dim == 7
