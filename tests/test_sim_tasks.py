@@ -153,3 +153,15 @@ def test_wilson_interval():
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
+
+
+def test_importing_the_sim_package_loads_no_simulator():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, robosteer, robosteer.sim, robosteer.sim.cli, robosteer.sim.dataset, robosteer.sim.lerobot;"
+        "robosteer.sim.sample_scene('lift/base', 0);"
+        "sys.exit(int('mujoco' in sys.modules or 'robosuite' in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

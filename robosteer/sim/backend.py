@@ -33,6 +33,11 @@ def load_robosuite():
     otherwise, and filters robosuite's import-time notices about optional extras.
     """
     if "robosuite" not in sys.modules:
+        if "mujoco" in sys.modules and "MUJOCO_GL" not in os.environ:
+            log.warning(
+                "mujoco was imported before robosteer.sim could select headless EGL rendering; "
+                "set MUJOCO_GL=egl before importing mujoco, or rendering may fail"
+            )
         os.environ.setdefault("MUJOCO_GL", "egl")
         os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
         logger = logging.getLogger(_ROBOSUITE_LOGGER)

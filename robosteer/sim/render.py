@@ -9,6 +9,8 @@ reflections are off: on a software rasteriser they cost more than they show at
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .backend import load_robosuite
@@ -43,7 +45,13 @@ class Renderer:
         self.scene = mujoco.MjvScene(model, maxgeom=2000)
         self.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         self.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        self.context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
+        try:
+            self.context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
+        except mujoco.FatalError as err:
+            raise RuntimeError(
+                f"offscreen OpenGL is not available ({err}); with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}. "
+                "Install libegl1 libegl-mesa0 libgl1-mesa-dri and set MUJOCO_GL=egl before mujoco is imported"
+            ) from None
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self.context)
         self.option = mujoco.MjvOption()
         self.option.geomgroup[0] = 0  # collision geoms hidden, visual geoms (group 1) shown
