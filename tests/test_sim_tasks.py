@@ -165,3 +165,11 @@ def test_importing_the_sim_package_loads_no_simulator():
         "sys.exit(int('mujoco' in sys.modules or 'robosuite' in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("task", ["place/distractors", "stack/distractors", "lift/relational"])
+def test_distractors_never_look_like_a_named_object(task):
+    for seed in range(40):
+        scene = sample_scene(task, seed)
+        named = {(o.color, o.shape) for o in scene.objects if o.role in ("target", "support", "reference")}
+        assert all((o.color, o.shape) not in named for o in scene.objects if o.role == "distractor")

@@ -101,15 +101,13 @@ class _FixedNoise:
 
 
 def _make_env_class():
-    suite = load_robosuite()
+    load_robosuite()
     from robosuite.controllers import load_composite_controller_config
     from robosuite.environments.manipulation.manipulation_env import ManipulationEnv
     from robosuite.models.arenas import TableArena
     from robosuite.models.objects import BallObject, BoxObject, CylinderObject
     from robosuite.models.tasks import ManipulationTask
     from robosuite.utils.mjcf_utils import new_element, xml_path_completion
-
-    del suite
 
     class SteerEnv(ManipulationEnv):
         """One env for every task family; see the module docstring."""

@@ -46,15 +46,16 @@ SYNONYMS: dict[str, str] = {
 SYNONYM_PROBABILITY = 0.5  # per word, so that held-out phrasings mix old and new words
 
 
-def _word(word: str, rng: np.random.Generator, synonyms: bool) -> str:
-    if synonyms and word in SYNONYMS and rng.random() < SYNONYM_PROBABILITY:
-        return SYNONYMS[word]
-    return word
+def word(text: str, rng: np.random.Generator, synonyms: bool) -> str:
+    """``text`` itself, or with ``synonyms`` its held-out synonym half of the time."""
+    if synonyms and text in SYNONYMS and rng.random() < SYNONYM_PROBABILITY:
+        return SYNONYMS[text]
+    return text
 
 
 def object_phrase(color: str, shape: str, rng: np.random.Generator, synonyms: bool = False) -> str:
     """``object_phrase("red", "cube", rng) == "red cube"``."""
-    return f"{_word(color, rng, synonyms)} {_word(shape, rng, synonyms)}"
+    return f"{word(color, rng, synonyms)} {word(shape, rng, synonyms)}"
 
 
 def relational_phrase(target: str, side: str, reference: str) -> str:

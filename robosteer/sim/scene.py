@@ -20,7 +20,7 @@ import numpy as np
 
 from . import language
 from .tasks import Task, get_family
-from .variations import COLORS, LIGHTS, REGIONS, TABLES, Variation, get_variation
+from .variations import COLORS, REGIONS, Variation, get_variation
 
 # World y direction of "left" in the agentview image (the camera looks back at the robot).
 IMAGE_LEFT_Y = -1.0
@@ -211,8 +211,11 @@ def sample_scene(task: "Task | str", seed: int, variation: "Variation | None" = 
     for _ in range(family.n_plates):
         plate_colors.append(_pick(rng, vis.other_colors, used))
         used.add(plate_colors[-1])
+    named = {c for _, _, c in cast}  # colours the instruction may refer to
     for _ in range(n_distractors):
-        color = _pick(rng, vis.other_colors, used)
+        # fresh colours first; once they run out, any colour the instruction does not name
+        pool = [c for c in vis.other_colors if c not in used] or [c for c in vis.other_colors if c not in named]
+        color = _pick(rng, pool or vis.other_colors)
         used.add(color)
         cast.append(("distractor", _pick(rng, vis.other_shapes), color))
 
@@ -249,7 +252,7 @@ def sample_scene(task: "Task | str", seed: int, variation: "Variation | None" = 
         rng,
         template_set=lang.templates,
         obj=obj_text,
-        plate=language._word(plates[0].color, rng, lang.synonyms) if plates else None,
+        plate=language.word(plates[0].color, rng, lang.synonyms) if plates else None,
         direction=direction,
         support=phrase(support) if support else None,
     )
@@ -275,4 +278,4 @@ def sample_scene(task: "Task | str", seed: int, variation: "Variation | None" = 
     )
 
 
-__all__ = ["ObjectSpec", "PlateSpec", "SceneSpec", "sample_scene", "DIRECTIONS", "LIGHTS", "TABLES"]
+__all__ = ["ObjectSpec", "PlateSpec", "SceneSpec", "sample_scene", "DIRECTIONS"]
