@@ -110,3 +110,13 @@ def test_physical_variation_sets_mass_and_friction(env):
     geom = env.sim.model.geom_name2id(env.objects[0].contact_geoms[0])
     assert model.geom_friction[geom][0] == pytest.approx(spec.friction)
     assert env.world_state().object_pos[0][2] == pytest.approx(0.8 + spec.half_size, abs=2e-3)
+
+
+@pytest.mark.slow
+def test_expert_solves_every_task_of_the_split():
+    from robosteer.sim.collect import measure_expert
+    from robosteer.sim.tasks import get_split
+
+    results = measure_expert(get_split("default").tasks, episodes=20, workers=2, progress=False)
+    low = {task: r.success_rate for task, r in results.items() if r.success_rate < 0.95}
+    assert not low, low
