@@ -1,0 +1,123 @@
+"""Probes built from the Franka simulation suite: pairs of first frames that differ in one factor.
+
+For a task instance (task, seed), the clean frame is the scene as sampled; the
+corrupted frame changes one thing, and both carry the clean scene's expert action:
+
+- ``visual``: the target and a distractor swap colours (the instruction now names
+  the object at the other place);
+- ``linguistic``: the instruction names the distractor instead of the target;
+- ``physical``: the target moves to another free place (mirrored across the table's
+  centre line, or shifted), everything else stays;
+- ``environment``: other lighting and table (the action should not need to change).
+
+The first three change which action is right, so their clean-corrupted gap measures
+how much the policy uses that factor; ``environment`` measures sensitivity to a
+nuisance. Scenes need a distractor of the target's shape (true for the base
+variations of lift, place and push).
+
+Usage::
+
+    probe = sim_probe("visual", task="lift/base", n=16)
+    scores = activation_patching(vla, probe)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .probes import Probe
+
+SIM_PROBE_KINDS = ("visual", "linguistic", "physical", "environment")
+EVAL_SEED_OFFSET = 1_000_000  # probe seeds sit far from the training seeds (0, 1, 2, ...)
+
+
+def _swap(scene, field: str):
+    objs = list(scene.objects)
+    t, d = scene.index("target"), _distractor_index(scene)
+    a, b = getattr(objs[t], field), getattr(objs[d], field)
+    objs[t] = dataclasses.replace(objs[t], **{field: b})
+    objs[d] = dataclasses.replace(objs[d], **{field: a})
+    return dataclasses.replace(scene, objects=tuple(objs))
+
+
+def _distractor_index(scene) -> int:
+    target = scene.object("target")
+    for i, obj in enumerate(scene.objects):
+        if obj.role == "distractor" and obj.shape == target.shape and obj.color != target.color:
+            return i
+    raise ValueError(f"scene {scene.task} seed {scene.seed} has no distractor of the target's shape and another colour")
+
+
+def _move_target(scene, min_shift: float = 0.08):
+    """Move the target to the first free candidate place at least ``min_shift`` away."""
+    from ..sim.scene import MIN_GAP, TABLE_HALF_EXTENT
+
+    objs = list(scene.objects)
+    t = scene.index("target")
+    x, y = objs[t].xy
+    r = objs[t].half_size * 1.5
+    others = [(o.xy, o.half_size * 1.5) for i, o in enumerate(objs) if i != t]
+    others += [(p.xy, p.radius) for p in scene.plates]
+    for cx, cy in ((x, -y), (x, y + 0.15), (x, y - 0.15), (x + 0.1, y), (x - 0.1, y), (-x, -y)):
+        inside = abs(cx) <= TABLE_HALF_EXTENT - r and abs(cy) <= TABLE_HALF_EXTENT - r
+        free = all(np.hypot(cx - ox, cy - oy) >= r + orad + MIN_GAP for (ox, oy), orad in others)
+        if inside and free and np.hypot(cx - x, cy - y) >= min_shift:
+            objs[t] = dataclasses.replace(objs[t], xy=(float(cx), float(cy)))
+            return dataclasses.replace(scene, objects=tuple(objs))
+    raise ValueError(f"no free place to move the target of {scene.task} seed {scene.seed}")
+
+
+def corrupt_scene(scene, kind: str):
+    """The corrupted twin of ``scene`` for a probe ``kind``."""
+    if kind == "visual":
+        return _swap(scene, "color")
+    if kind == "physical":
+        return _move_target(scene)
+    if kind == "linguistic":
+        target, other = scene.object("target"), scene.objects[_distractor_index(scene)]
+        old, new = f"{target.color} {target.shape}", f"{other.color} {other.shape}"
+        if old not in scene.instruction:
+            raise ValueError(f"instruction {scene.instruction!r} does not name the target as {old!r}")
+        return dataclasses.replace(scene, instruction=scene.instruction.replace(old, new))
+    if kind == "environment":
+        light = "dim_warm" if scene.light != "dim_warm" else "bright_cool"
+        table = "wood" if scene.table != "wood" else "dark"
+        return dataclasses.replace(scene, light=light, table=table)
+    raise ValueError(f"unknown sim probe kind {kind!r}; known: {SIM_PROBE_KINDS}")
+
+
+def sim_probe(kind: str, task: str = "lift/base", n: int = 16, seed: int = EVAL_SEED_OFFSET, image_size: int = 64,
+              env=None) -> Probe:
+    """``sim_probe("visual", "lift/base", n=16)`` -> a ``Probe`` of ``n`` first-frame pairs rendered in the sim."""
+    from ..sim.env import SimConfig, make_env
+    from ..sim.expert import expert_action
+    from ..sim.scene import sample_scene
+
+    if kind not in SIM_PROBE_KINDS:
+        raise ValueError(f"unknown sim probe kind {kind!r}; known: {SIM_PROBE_KINDS}")
+    own = env is None
+    env = env or make_env(SimConfig(image_size=image_size))
+    pairs = []
+    try:
+        s = seed
+        while len(pairs) < n:
+            scene = sample_scene(task, s)
+            s += 1
+            try:
+                twin = corrupt_scene(scene, kind)
+            except ValueError:
+                continue  # this draw has no suitable distractor
+            clean_obs = env.reset_scene(scene)
+            action, _ = expert_action(env.scene, env.world_state())
+            corrupt_obs = env.reset_scene(twin)
+            clean = {"image": clean_obs.image, "instruction": clean_obs.instruction, "proprio": clean_obs.proprio,
+                     "action": np.asarray(action, dtype=np.float64), "seed": scene.seed}
+            corrupt = {"image": corrupt_obs.image, "instruction": corrupt_obs.instruction,
+                       "proprio": corrupt_obs.proprio, "action": clean["action"], "seed": scene.seed}
+            pairs.append((clean, corrupt))
+    finally:
+        if own:
+            env.close()
+    return Probe(kind, tuple(pairs), kind)
