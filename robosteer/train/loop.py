@@ -25,6 +25,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -43,8 +44,8 @@ from .config import TrainConfig, lr_factor
 from .loss import action_loss
 from .metrics import MetricsLog
 from .sampler import DataOrder
-from .state import (capture_rng, checkpoint_dir, latest_checkpoint, load_checkpoint, prune_checkpoints, read_state,
-                    save_checkpoint)
+from .state import (capture_rng, checkpoint_dir, gather_state, latest_checkpoint, load_checkpoint, prune_checkpoints,
+                    read_state, save_checkpoint)
 from .strategies.base import Strategy, trainable_parameters
 
 log = logging.getLogger(__name__)
@@ -118,11 +119,14 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
     builder = BatchBuilder(vla, config.unnorm_key, AugmentConfig() if config.augment else None)
     order = DataOrder(len(frames), config.seed)
 
+    names = [name for name, _ in trainable_parameters(vla)]
+    model, prepared_optimizer = accelerator.prepare(vla, optimizer)
     start, elapsed_before, resumed_from = 0, 0.0, None
     latest = latest_checkpoint(ckpt_root) if config.resume else None
     if latest is not None:
         _check_resume(read_state(latest), config, strategy, base_fingerprint, len(frames), world, latest)
-        meta = load_checkpoint(latest, model=vla, optimizer=optimizer, scheduler=scheduler, rank=rank)
+        meta = load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler, trainable=names,
+                               rank=rank)
         start, elapsed_before, resumed_from = int(meta["step"]), float(meta["elapsed_s"]), latest
         log.info("resuming from %s (step %d)", latest, start)
     metrics = MetricsLog(out)
@@ -132,7 +136,6 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
     log.info("training %s: %d trainable parameters, %d frames, %d steps of %d on %d process(es)", strategy.name,
              n_trainable, len(frames), config.steps, config.batch_size, world)
 
-    model, optimizer = accelerator.prepare(vla, optimizer)
     model.train()
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     local = config.batch_size // world
@@ -165,9 +168,9 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
             if not math.isfinite(grad_norm):
                 raise NonFiniteLossError(_stop_message("gradient norm", grad_norm, step, last_ckpt))
             lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
+            prepared_optimizer.step()
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            prepared_optimizer.zero_grad(set_to_none=True)
             elapsed = elapsed_before + time.perf_counter() - t_start
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
@@ -176,7 +179,7 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
                                "tokens_per_s": n_seq_tokens / max(time.perf_counter() - t0, 1e-9),
                                "elapsed_s": elapsed})
             if step % config.ckpt_every == 0 or step == end:
-                last_ckpt = _checkpoint(accelerator, vla, optimizer, scheduler, ckpt_root, step, config, strategy,
+                last_ckpt = _checkpoint(accelerator, model, optimizer, scheduler, ckpt_root, step, config, strategy,
                                         base_fingerprint, order, len(frames), elapsed)
     finally:
         bar.close()
@@ -185,8 +188,9 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
     output = None
     if step >= config.steps:
         output = out / "final"
-        if accelerator.is_main_process:
-            strategy.save(accelerator.unwrap_model(model), output)
+        with full_parameters(accelerator, model):
+            if accelerator.is_main_process:
+                strategy.save(accelerator.unwrap_model(model), output)
         accelerator.wait_for_everyone()
     return TrainResult(step=step, loss=loss_value, finished=output is not None, out_dir=out, checkpoint=last_ckpt,
                        output=output, resumed_from=resumed_from)
@@ -198,17 +202,29 @@ def _stop_message(what: str, value: float, step: int, last_ckpt: Path | None) ->
             "Lower the learning rate or check the data.")
 
 
-def _checkpoint(accelerator, vla, optimizer, scheduler, root: Path, step: int, config: TrainConfig,
+def full_parameters(accelerator, model):
+    """A context in which an FSDP-wrapped model holds its full (unsharded) parameters on rank 0; a no-op otherwise."""
+    if str(accelerator.distributed_type).endswith("FSDP"):
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        on_gpu = accelerator.device.type == "cuda"  # offloading to CPU from CPU crashes torch 2.13's FSDP
+        return FullyShardedDataParallel.summon_full_params(model, writeback=False, rank0_only=on_gpu,
+                                                           offload_to_cpu=on_gpu)
+    return contextlib.nullcontext()
+
+
+def _checkpoint(accelerator, model, optimizer, scheduler, root: Path, step: int, config: TrainConfig,
                 strategy: Strategy, base_fingerprint: str, order: DataOrder, n_frames: int, elapsed: float) -> Path:
+    weights, optimizer_state = gather_state(model, optimizer)
     rng = [capture_rng()]
     if accelerator.num_processes > 1:
-        from accelerate.utils import gather_object
-
-        rng = gather_object(rng)
+        gathered: list[Any] = [None] * accelerator.num_processes
+        torch.distributed.all_gather_object(gathered, rng[0])
+        rng = gathered
     path = checkpoint_dir(root, step)
     if accelerator.is_main_process:
-        save_checkpoint(path, step=step, model=vla, optimizer=optimizer, scheduler=scheduler, rng=rng,
-                        extra={"strategy": strategy.describe(), "base_fingerprint": base_fingerprint,
+        save_checkpoint(path, step=step, weights=weights, optimizer_state=optimizer_state, scheduler=scheduler,
+                        rng=rng, extra={"strategy": strategy.describe(), "base_fingerprint": base_fingerprint,
                                "n_frames": n_frames, "processes": accelerator.num_processes, "elapsed_s": elapsed,
                                "data_position": order.position(step, config.batch_size),
                                "config": config.to_dict()})

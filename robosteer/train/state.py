@@ -5,17 +5,19 @@ atomically (``models.checkpoint_io.atomic_directory``), so the latest complete f
 always a good one. Nothing in it is pickled:
 
 - ``trainable.safetensors``: every parameter with ``requires_grad`` (by module path);
-- ``optimizer.safetensors``: each tensor of the optimizer state, keyed ``"<param index>.<name>"``;
+- ``optimizer.safetensors``: each tensor of the optimizer state, keyed ``"<parameter path>::<name>"``
+  (``torch.distributed.checkpoint``'s name-keyed layout, the same for one process, DDP or FSDP);
 - ``rng.safetensors``: each process's torch CPU (and CUDA) generator state and numpy key array;
 - ``state.json``: step, the optimizer's param groups and non-tensor state, the scheduler's
   state, python/numpy RNG scalars, the data-order position, the names of the optimised
-  parameters (their order is the optimizer's), the strategy, the base-model fingerprint
-  and the run's config.
+  parameters, the strategy, the base-model fingerprint and the run's config.
 
 Usage::
 
-    save_checkpoint(path, step=10, model=vla, optimizer=opt, scheduler=sched, rng=[capture_rng()], extra={...})
-    info = load_checkpoint(path, model=vla, optimizer=opt, scheduler=sched, rank=0)
+    weights, optim = gather_state(model, optimizer)
+    save_checkpoint(path, step=10, weights=weights, optimizer_state=optim, scheduler=sched, rng=[capture_rng()],
+                    extra={...})
+    info = load_checkpoint(path, model=model, optimizer=opt, scheduler=sched, trainable=names, rank=0)
     latest = latest_checkpoint(out_dir / "checkpoints")
 """
 
@@ -32,7 +34,6 @@ import torch
 from torch import nn
 
 from ..models.checkpoint_io import atomic_directory, read_json, save_safetensors_atomic, write_json_atomic
-from .strategies.base import trainable_parameters
 
 STATE_JSON = "state.json"
 CHECKPOINT_FORMAT = "robosteer.train_checkpoint"
@@ -85,40 +86,48 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(py_state), py_gauss))
 
 
-# --- optimizer ----------------------------------------------------------------------------------
-def _split_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = optimizer.state_dict()
+# --- model and optimizer state ----------------------------------------------------------------
+def gather_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Full trainable weights and optimizer state, keyed by parameter name, on CPU.
+
+    Uses ``torch.distributed.checkpoint.state_dict``, which un-wraps DDP and gathers FSDP shards, so
+    the files are the same whatever the parallelism. A collective under FSDP: call on every rank.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, ignore_frozen_params=True)
+    return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def _split_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, scalars = {}, {}
-    for index, entries in sd["state"].items():
+    for name, entries in sd["state"].items():
         for key, value in entries.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{key}"] = value
-            else:
-                scalars[f"{index}.{key}"] = value
+            (tensors if isinstance(value, torch.Tensor) else scalars)[f"{name}::{key}"] = value
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
 def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
+    state: dict[str, dict[str, Any]] = {}
     for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
-        index, key = flat.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
+        name, key = flat.rsplit("::", 1)
+        state.setdefault(name, {})[key] = value
     groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in meta["param_groups"]]
     return {"state": state, "param_groups": groups}
 
 
 # --- save / load --------------------------------------------------------------------------------
-def save_checkpoint(path: Path, *, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    rng: list[dict[str, Any]], extra: dict[str, Any]) -> Path:
-    """Write one checkpoint folder atomically. ``rng`` holds one :func:`capture_rng` per process (by rank)."""
-    opt_tensors, opt_meta = _split_optimizer(optimizer)
+def save_checkpoint(path: Path, *, step: int, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
+                    scheduler: Any, rng: list[dict[str, Any]], extra: dict[str, Any]) -> Path:
+    """Write one checkpoint folder atomically (``weights``/``optimizer_state`` from :func:`gather_state`;
+    ``rng`` holds one :func:`capture_rng` per process, by rank)."""
+    opt_tensors, opt_meta = _split_optimizer(optimizer_state)
     rng_tensors = {f"rank{r}.{k}": v for r, state in enumerate(rng) for k, v in state["tensors"].items()}
-    meta = {"format": CHECKPOINT_FORMAT, "version": 1, "step": step,
-            "parameters": [name for name, _ in trainable_parameters(model)],
+    meta = {"format": CHECKPOINT_FORMAT, "version": 1, "step": step, "parameters": sorted(weights),
             "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
             "rng": [state["json"] for state in rng], **extra}
     with atomic_directory(path) as tmp:
-        save_safetensors_atomic(dict(trainable_parameters(model)), tmp / "trainable.safetensors")
+        save_safetensors_atomic(weights, tmp / "trainable.safetensors")
         save_safetensors_atomic(opt_tensors, tmp / "optimizer.safetensors")
         save_safetensors_atomic(rng_tensors, tmp / "rng.safetensors")
         write_json_atomic(tmp / STATE_JSON, meta)
@@ -134,21 +143,24 @@ def read_state(path: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    rank: int = 0) -> dict[str, Any]:
-    """Restore a checkpoint into a prepared model, its optimizer and scheduler, and this rank's RNG; return state.json."""
+                    trainable: list[str], rank: int = 0) -> dict[str, Any]:
+    """Restore a checkpoint into a prepared (possibly wrapped) model, its optimizer and scheduler, and this rank's RNG.
+
+    ``trainable`` names the parameters this run optimises; they must be exactly the saved ones.
+    Returns the checkpoint's ``state.json``. A collective under FSDP: call on every rank.
+    """
     from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
     meta = read_state(path)
-    params = dict(trainable_parameters(model))
-    if list(params) != meta["parameters"]:
-        missing, extra = sorted(set(meta["parameters"]) - set(params)), sorted(set(params) - set(meta["parameters"]))
+    if sorted(trainable) != meta["parameters"]:
+        missing, extra = sorted(set(meta["parameters"]) - set(trainable)), sorted(set(trainable) - set(meta["parameters"]))
         raise ValueError(f"{path} trained other parameters than this run: missing here {missing[:4]}, "
                          f"new here {extra[:4]} (same strategy, mask and model needed to resume)")
-    saved = load_file(str(path / "trainable.safetensors"))
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(saved[name])
-    optimizer.load_state_dict(_join_optimizer(load_file(str(path / "optimizer.safetensors")), meta["optimizer"]))
+    options = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(model, load_file(str(path / "trainable.safetensors")), options=options)
+    set_optimizer_state_dict(model, optimizer, _join_optimizer(load_file(str(path / "optimizer.safetensors")),
+                                                               meta["optimizer"]), options=options)
     scheduler.load_state_dict(meta["scheduler"])
     rng_all = load_file(str(path / "rng.safetensors"))
     if rank >= len(meta["rng"]):
