@@ -120,3 +120,15 @@ def test_expert_solves_every_task_of_the_split():
     results = measure_expert(get_split("default").tasks, episodes=20, workers=2, progress=False)
     low = {task: r.success_rate for task, r in results.items() if r.success_rate < 0.95}
     assert not low, low
+
+
+def test_action_noise_perturbs_execution_but_not_labels(env):
+    from robosteer.sim.rollout import run_episode
+
+    clean = run_episode(env, "lift/base", 0, ScriptedExpert(), horizon=6, record=True)
+    noisy = run_episode(env, "lift/base", 0, ScriptedExpert(), horizon=6, record=True, action_noise=0.5)
+    again = run_episode(env, "lift/base", 0, ScriptedExpert(), horizon=6, record=True, action_noise=0.5)
+    assert np.array_equal(clean.proprio[0], noisy.proprio[0])
+    assert not np.allclose(clean.proprio[3:], noisy.proprio[3:], atol=1e-3)  # executed actions differed
+    assert np.array_equal(noisy.actions, again.actions)  # noise is seeded by the episode seed
+    assert np.all(np.abs(noisy.actions) <= 1) and set(noisy.actions[:, 6]) <= {-1.0, 1.0}
