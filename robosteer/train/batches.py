@@ -45,6 +45,7 @@ class Batch:
     proprio: torch.Tensor | None  # (B, P) float32 normalised, or None
 
     def to(self, device: torch.device | str) -> "Batch":
+        """``batch.to("cuda")``: the same batch on another device."""
         move = (lambda t: None if t is None else t.to(device))
         return Batch(*(move(getattr(self, f)) for f in ("input_ids", "attention_mask", "labels", "pixel_values",
                                                           "proprio")))

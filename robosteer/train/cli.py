@@ -42,6 +42,7 @@ def _add_loop_options(p: argparse.ArgumentParser, lr: float, batch_size: int) ->
 
 
 def register(subparsers) -> None:
+    """Add ``finetune`` and ``pretrain`` to the ``robosteer`` command line."""
     p = subparsers.add_parser("finetune", help="finetune a policy on demonstrations (heads, lora, full, random-heads)")
     p.add_argument("--policy", default="default", help="OpenVLA-format checkpoint folder, or 'default'")
     p.add_argument("--method", choices=METHODS, default="heads")
@@ -110,6 +111,7 @@ def select_heads(vla, demos, k: int, selector: str, towers: tuple[str, ...], unn
 
 
 def finetune_command(args: argparse.Namespace) -> int:
+    """``robosteer finetune``: load policy and demos, build the mask and strategy, train."""
     from ..masks import HeadMask
     from ..models import load_vla
     from .loop import train
@@ -138,6 +140,7 @@ def finetune_command(args: argparse.Namespace) -> int:
 
 
 def pretrain_command(args: argparse.Namespace) -> int:
+    """``robosteer pretrain``: a fresh default-shape (or tiny) policy with the demos' statistics, trained in full."""
     from ..models.loading import build_vla_from_config
     from ..models.tiny import tiny_config
     from .loop import train

@@ -160,9 +160,11 @@ class HeadDeltas:
                 yield key, site.delta.deltas[pkey]
 
     def parameters(self) -> list[nn.Parameter]:
+        """The delta parameters (what the optimizer trains)."""
         return [p for _, p in self.named_parameters()]
 
     def num_parameters(self) -> int:
+        """Trainable scalars: the sum of the deltas' sizes."""
         return sum(p.numel() for p in self.parameters())
 
     def state_dict(self) -> dict[str, torch.Tensor]:

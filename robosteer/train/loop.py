@@ -86,6 +86,7 @@ def make_accelerator(config: TrainConfig):
 
 
 def seed_everything(seed: int) -> None:
+    """``seed_everything(0)``: seed python's, numpy's and torch's global generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -44,6 +44,7 @@ class MetricsLog:
         atomic_write_text(self.csv, _csv_text(kept, header=True))
 
     def write(self, row: dict[str, Any]) -> None:
+        """``log.write({"step": 1, "loss": ..., ...})``: append one row (all of ``COLUMNS``) to both files."""
         missing = [c for c in COLUMNS if c not in row]
         if missing:
             raise ValueError(f"metrics row lacks {missing}")

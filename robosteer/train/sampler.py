@@ -32,6 +32,7 @@ class DataOrder:
             raise ValueError(f"DataOrder needs at least one frame, got n_frames={self.n_frames}")
 
     def permutation(self, epoch: int) -> np.ndarray:
+        """The frame order of one epoch (seeded by ``(seed, epoch)``)."""
         return np.random.default_rng([self.seed, epoch]).permutation(self.n_frames)
 
     def batch(self, step_index: int, batch_size: int) -> list[int]:

@@ -41,6 +41,7 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:
+    """``checkpoint_dir(out / "checkpoints", 120)`` -> ``.../step-0000120``."""
     return root / f"step-{step:07d}"
 
 
@@ -62,7 +63,7 @@ def prune_checkpoints(root: Path, keep: int) -> None:
 
 # --- RNG ----------------------------------------------------------------------------------------
 def capture_rng() -> dict[str, Any]:
-    """This process's generator states: ``{"tensors": {...}, "json": {...}}``."""
+    """``capture_rng()`` -> this process's generator states: ``{"tensors": {...}, "json": {...}}``."""
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     py_version, py_state, py_gauss = random.getstate()
     tensors = {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_keys.astype(np.int64))}
@@ -75,6 +76,7 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
+    """``restore_rng(capture_rng())``: put this process's generators back in a captured state."""
     tensors, scalars = state["tensors"], state["json"]
     torch.set_rng_state(tensors["torch"])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
