@@ -65,13 +65,7 @@ class DiscoveryResult:
 def frame_dicts(dataset, indices=None) -> list[dict[str, Any]]:
     """Frames of a robosteer ``FrameDataset`` as the mappings the recorders take."""
     indices = range(len(dataset)) if indices is None else indices
-    out = []
-    for i in indices:
-        f = dataset[int(i)]
-        out.append({"image": f.image, "instruction": f.instruction, "action": np.asarray(f.action, dtype=np.float64),
-                    "proprio": f.proprio, "episode": f.episode, "step": f.step,
-                    "keyframe": any(bool(v) for v in f.keyframes.values()), "task": f.task})
-    return out
+    return [dataset[int(i)].as_record() for i in indices]
 
 
 def score_heads(vla, dataset, config: DiscoverConfig) -> tuple[HeadScores, str]:

@@ -1,10 +1,28 @@
-"""OpenVLA-architecture models: config, towers, processor, action tokens, loading."""
+"""OpenVLA-architecture models: config, towers, processor, action tokens, loading.
 
-from .action_tokenizer import ActionTokenizer
-from .config import ViTConfig, VLAConfig
-from .loading import build_vla_from_config, load_vla, save_vla
-from .processor import ImageProcessor
-from .vla import OpenVLA, VLAOutput
+Names load on first use, so that importing a submodule (e.g. the CLI) stays cheap.
+"""
 
-__all__ = ["ActionTokenizer", "ImageProcessor", "OpenVLA", "VLAConfig", "VLAOutput", "ViTConfig",
-           "build_vla_from_config", "load_vla", "save_vla"]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ActionTokenizer": "robosteer.models.action_tokenizer",
+    "ImageProcessor": "robosteer.models.processor",
+    "OpenVLA": "robosteer.models.vla",
+    "VLAOutput": "robosteer.models.vla",
+    "VLAConfig": "robosteer.models.config",
+    "ViTConfig": "robosteer.models.config",
+    "build_vla_from_config": "robosteer.models.loading",
+    "load_vla": "robosteer.models.loading",
+    "save_vla": "robosteer.models.loading",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'robosteer.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -30,6 +30,12 @@ class Frame:
     step: int
     task: str
 
+    def as_record(self) -> dict:
+        """The mapping the head recorders and probe builders take (one ``keyframe`` flag: any kind)."""
+        return {"image": self.image, "instruction": self.instruction, "action": np.asarray(self.action, dtype=np.float64),
+                "proprio": self.proprio, "episode": int(self.episode), "step": int(self.step),
+                "keyframe": any(bool(v) for v in self.keyframes.values()), "task": self.task}
+
 
 class FrameDataset:
     """Base class: ``len(ds)``, ``ds[i]`` -> :class:`Frame`, ``ds.batches(32)``."""

@@ -9,6 +9,7 @@ reflections are off: on a software rasteriser they cost more than they show at
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import numpy as np
@@ -26,8 +27,19 @@ def _gl_context():
         import mujoco
 
         _GL_CONTEXT = mujoco.GLContext(MAX_SIZE, MAX_SIZE)
+        atexit.register(_free_gl_context)
     _GL_CONTEXT.make_current()
     return _GL_CONTEXT
+
+
+def _free_gl_context() -> None:
+    """Free the context while the interpreter is whole: mujoco's own ``__del__`` at shutdown finds EGL gone."""
+    global _GL_CONTEXT
+    if _GL_CONTEXT is not None:
+        try:
+            _GL_CONTEXT.free()
+        finally:
+            _GL_CONTEXT = None
 
 
 class Renderer:

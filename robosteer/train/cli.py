@@ -88,12 +88,9 @@ def load_demos(directory: str | Path):
 
 def record_frames(demos) -> list[dict[str, Any]]:
     """Frames as the head recorder reads them (dicts with episode, step and one keyframe flag)."""
-    out = []
-    for i in range(len(demos)):
-        f = demos[i]
-        out.append({"image": f.image, "instruction": f.instruction, "action": f.action, "proprio": f.proprio,
-                    "episode": f.episode, "step": f.step, "keyframe": any(f.keyframes.values())})
-    return out
+    from ..circuits.discover import frame_dicts
+
+    return frame_dicts(demos)
 
 
 def select_heads(vla, demos, k: int, selector: str, towers: tuple[str, ...], unnorm_key: str | None):

@@ -17,7 +17,8 @@ def tower_modules(vla) -> dict[str, TowerModules]:
         "llm": TowerModules(
             name="llm", path="language_model.model.layers", blocks=vla.language_model.model.layers,
             attn="self_attn", out="o_proj", q="q_proj", k="k_proj", v="v_proj",
-            n_heads=llm_heads, n_kv_heads=llm_kv, head_dim=kw["hidden_size"] // llm_heads, d_model=kw["hidden_size"],
+            n_heads=llm_heads, n_kv_heads=llm_kv, head_dim=kw.get("head_dim") or kw["hidden_size"] // llm_heads,
+            d_model=kw["hidden_size"],
         )
     }
     paths = ("vision_backbone.featurizer.blocks", "vision_backbone.fused_featurizer.blocks")
@@ -28,3 +29,16 @@ def tower_modules(vla) -> dict[str, TowerModules]:
             n_active_layers=cfg.feature_layer + 1,
         )
     return towers
+
+
+def unused_modules(vla) -> list[str]:
+    """Module paths whose weights load but never change an output (OpenVLA's feature is the
+    second-to-last block's output: each tower's last block and final norm, and SigLIP's MAP head)."""
+    out = []
+    prefixes = ("vision_backbone.featurizer", "vision_backbone.fused_featurizer")
+    for prefix, tower, cfg in zip(prefixes, vla.vision_backbone.towers(), vla.config.towers):
+        out += [f"{prefix}.blocks.{layer}" for layer in range(cfg.feature_layer + 1, cfg.depth)]
+        out.append(f"{prefix}.norm")
+        if hasattr(tower, "attn_pool"):
+            out.append(f"{prefix}.attn_pool")
+    return out

@@ -66,14 +66,9 @@ class LoraSettings:
 
 def all_linear_targets(vla: nn.Module) -> list[str]:
     """``all_linear_targets(vla)`` -> module paths of every ``nn.Linear`` that runs, except ``lm_head``."""
-    from ...models.families.openvla import tower_modules
+    from ...models.families.openvla import unused_modules
 
-    skip: list[str] = []
-    for tower in tower_modules(vla).values():
-        if tower.n_active_layers is not None:
-            skip += [f"{tower.path}.{layer}." for layer in range(tower.n_active_layers, tower.n_layers)]
-    for path in ("vision_backbone.featurizer", "vision_backbone.fused_featurizer"):
-        skip.append(f"{path}.attn_pool.")  # SigLIP's pooling head: loaded, never used by OpenVLA
+    skip = [f"{path}." for path in unused_modules(vla)]  # blocks after the feature layer, SigLIP's attn_pool
     output = vla.language_model.get_output_embeddings()
     return [name for name, module in vla.named_modules()
             if isinstance(module, nn.Linear) and module is not output
