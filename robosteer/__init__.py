@@ -12,7 +12,8 @@ Usage::
 
 from __future__ import annotations
 
-import importlib
+from .lazy import lazy_exports
+
 from typing import Any
 
 from .sites import Head, HeadLayout, HookSite, hook_name
@@ -31,8 +32,4 @@ _LAZY = {
 
 __all__ = ["Head", "HeadLayout", "HookSite", "hook_name", "__version__", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'robosteer' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -16,7 +16,8 @@ imported on first use, so ``import robosteer.circuits`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
+from robosteer.lazy import lazy_exports
+
 
 _EXPORTS = {
     "HeadScores": "robosteer.circuits.scores",
@@ -42,12 +43,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'robosteer.circuits' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,7 +5,8 @@ Names load on first use, so that importing a submodule (e.g. the CLI) stays chea
 
 from __future__ import annotations
 
-import importlib
+from robosteer.lazy import lazy_exports
+
 
 _EXPORTS = {
     "ActionTokenizer": "robosteer.models.action_tokenizer",
@@ -21,8 +22,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'robosteer.models' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
