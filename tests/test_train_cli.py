@@ -81,10 +81,20 @@ def test_finetune_argument_errors(tmp_path, demos, policy, capsys):
     assert "demonstration folder not found" in capsys.readouterr().err
 
 
-def test_pretrain_tiny(tmp_path, demos):
-    assert main(["pretrain", "--size", "tiny", "--demos", str(demos), "--steps", "2", "--batch-size", "2",
-                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+def test_pretrain_collects_and_trains_the_default_shape(tmp_path):
+    """The one-command pipeline at toy scale: expert demos (clean + noisy) of every pretraining task, then training."""
+    out = tmp_path / "run"
+    assert main(["pretrain", "--out", str(out), "--episodes", "1", "--noisy-episodes", "1", "--workers", "1",
+                 "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--no-progress"]) == 0
     from robosteer.models import load_vla
+    from robosteer.models.default import DEFAULT_SHAPE
+    from robosteer.sim.dataset import DemoDataset
 
-    vla = load_vla(tmp_path / "run" / "final")
+    assert len(DemoDataset(out / "demos" / "clean").tasks) > 0 and len(DemoDataset(out / "demos" / "noisy").tasks) > 0
+    assert sorted(set(DemoDataset(out / "demos" / "clean").tasks)) == ["lift/base", "place/base", "push/base"]
+    vla = load_vla(out / "final")
+    assert vla.head_layout.shape("llm") == (DEFAULT_SHAPE["llm_layers"], DEFAULT_SHAPE["llm_heads"])
     assert "robosteer_sim" in vla.config.norm_stats and vla.config.proprio_dim == 7
+    # running the same command again reuses the demos and finds the run finished
+    assert main(["pretrain", "--out", str(out), "--episodes", "1", "--noisy-episodes", "1", "--workers", "1",
+                 "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--no-progress"]) == 0

@@ -1,10 +1,32 @@
-"""Where robosteer's embedded default policy (``load_vla("default")``) lives."""
+"""robosteer's embedded default policy: its shape, and where the shipped checkpoint lives.
+
+``openvla-tiny-franka`` is the same model class as OpenVLA-7B (DINOv2 + SigLIP towers,
+fused GELU projector, Llama LLM, 256 action bins at the top of the vocabulary) at a size
+that trains from scratch on 2 CPU cores: 64 px images in 8 px patches (64 patches per
+tower), a 6-layer x 8-head LLM (48 heads), and one proprio token after the patches.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 DEFAULT_POLICY_NAME = "openvla-tiny-franka"
+
+# Sizes of the default policy (arguments of ``models.tiny.tiny_config``).
+DEFAULT_SHAPE: dict[str, Any] = dict(
+    image_size=64, patch_size=8,
+    dino=(64, 4, 4), siglip=(64, 4, 4),  # (width, depth, heads): features from block 2 of 4
+    llm_dim=128, llm_layers=6, llm_heads=8,  # 48 LLM heads, head_dim 16
+    proprio_dim=7,
+)
+
+
+def default_config(norm_stats: dict, **overrides: Any):
+    """``(VLAConfig, tokenizer)`` of the default policy with the given dataset statistics."""
+    from .tiny import tiny_config
+
+    return tiny_config(norm_stats=norm_stats, **{**DEFAULT_SHAPE, **overrides})
 
 
 def default_checkpoint_dir() -> Path:

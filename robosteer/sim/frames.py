@@ -120,3 +120,41 @@ class FrameDataset:
         stop = len(order) - (len(order) % batch_size if drop_last else 0)
         for start in range(0, stop, batch_size):
             yield self.batch(order[start : start + batch_size])
+
+
+class ConcatFrames:
+    """Several frame datasets read as one (what training reads: ``len``, ``[i]``, ``image(i)``, ``tasks``).
+
+    Episode ids are offset so that they stay distinct across the parts.
+    """
+
+    def __init__(self, parts) -> None:
+        self.parts = list(parts)
+        if not self.parts:
+            raise ValueError("ConcatFrames needs at least one dataset")
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        self.episode_offsets = np.cumsum([0] + [int(p.episode_index.max()) + 1 if len(p) else 0 for p in self.parts])
+        self.tasks = [t for p in self.parts for t in p.tasks]
+        self.actions = np.concatenate([p.actions for p in self.parts])
+        self.proprio = np.concatenate([p.proprio for p in self.parts])
+        self.episode_index = np.concatenate([p.episode_index + o for p, o in zip(self.parts, self.episode_offsets)])
+        self.image_size = getattr(self.parts[0], "image_size", None)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"frame {i} out of range for {len(self)} frames")
+        part = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return part, i - int(self.offsets[part])
+
+    def __getitem__(self, i: int) -> Frame:
+        part, j = self._locate(int(i))
+        frame = self.parts[part][j]
+        frame.episode = int(frame.episode + self.episode_offsets[part])
+        return frame
+
+    def image(self, i: int) -> np.ndarray:
+        part, j = self._locate(int(i))
+        return self.parts[part].image(j)

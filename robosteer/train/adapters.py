@@ -153,3 +153,14 @@ def load_lora_adapter(vla: nn.Module, directory: str | Path, merge: bool = False
                 if isinstance(module, BaseTunerLayer):
                     module.merge()
     return vla
+
+
+def load_adapter(vla: nn.Module, directory: str | Path, merge: bool = False):
+    """``load_adapter(vla, dir, merge=True)``: a heads or LoRA adapter, recognised by its metadata file."""
+    directory = Path(directory)
+    if (directory / HEADS_META).is_file():
+        return load_heads_adapter(vla, directory, merge=merge)
+    if (directory / LORA_META).is_file():
+        return load_lora_adapter(vla, directory, merge=merge)
+    raise FileNotFoundError(f"{directory} holds no robosteer adapter ({HEADS_META} or {LORA_META}); "
+                            "a fully finetuned model is a checkpoint folder: load it with load_vla")

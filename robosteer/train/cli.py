@@ -2,7 +2,7 @@
 
     robosteer finetune --policy default --demos demos/task --method heads --mask heads.json --steps 3000 --out runs/x
     robosteer finetune --policy PATH --demos DIR --method heads --top-k 20 --selector knn --steps 3000 --out runs/y
-    robosteer pretrain --demos demos/pretrain --steps 20000 --out runs/default-policy
+    robosteer pretrain --out runs/default-policy   # collects the pretraining demos, then trains
 
 Demonstrations are read with ``robosteer.sim.dataset.DemoDataset``. Multi-process runs use
 the same command under ``accelerate launch`` (see docs/training.md). Heavy imports happen
@@ -58,10 +58,21 @@ def register(subparsers) -> None:
     _add_loop_options(p, lr=5e-4, batch_size=16)
     p.set_defaults(func=finetune_command)
 
-    p = subparsers.add_parser("pretrain", help="train a default-size policy from scratch on demonstrations (full)")
-    p.add_argument("--size", choices=("default", "tiny"), default="default",
-                   help="'default': the default policy's shape; 'tiny': a 2-layer model for smoke tests")
-    _add_loop_options(p, lr=3e-4, batch_size=32)
+    p = subparsers.add_parser("pretrain", help="collect expert demos of the pretraining split and train the default policy")
+    p.add_argument("--out", required=True, help="output folder: demos/, checkpoints, metrics, final/")
+    p.add_argument("--split", default="default")
+    p.add_argument("--episodes", type=int, default=200, help="clean expert episodes per pretraining task")
+    p.add_argument("--noisy-episodes", type=int, default=200, help="episodes per task with executed-action noise")
+    p.add_argument("--action-noise", type=float, default=0.2)
+    p.add_argument("--workers", type=int, default=2, help="collection processes")
+    p.add_argument("--steps", type=int, default=12000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup-steps", type=int, default=500)
+    p.add_argument("--label-smoothing", type=float, default=1.0)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=pretrain_command)
 
 
@@ -137,19 +148,14 @@ def finetune_command(args: argparse.Namespace) -> int:
 
 
 def pretrain_command(args: argparse.Namespace) -> int:
-    """``robosteer pretrain``: a fresh default-shape (or tiny) policy with the demos' statistics, trained in full."""
-    from ..models.loading import build_vla_from_config
-    from ..models.tiny import tiny_config
-    from .loop import train
-    from .strategies import FullStrategy
+    """``robosteer pretrain``: collect the pretraining split's expert demos and train the default policy on them."""
+    from .pretrain import PretrainConfig, pretrain
 
-    demos = load_demos(args.demos)
-    stats = demos.statistics
-    size = demos.image_size[0]
-    shape = (dict(image_size=size, patch_size=8, llm_layers=6, llm_heads=8, llm_dim=256, dino=(128, 4, 4),
-                  siglip=(128, 4, 4)) if args.size == "default" else dict(image_size=size, patch_size=8))
-    cfg, tok = tiny_config(proprio_dim=len(demos.proprio[0]), norm_stats=stats, **shape)
-    vla = build_vla_from_config(cfg, tokenizer=tok, seed=args.seed)
-    result = train(vla, demos, FullStrategy(), _config(args, next(iter(stats))))
-    log.info("finished at step %d (loss %.4f); policy saved to %s", result.step, result.loss, result.output)
+    config = PretrainConfig(out_dir=args.out, split=args.split, episodes=args.episodes,
+                            noisy_episodes=args.noisy_episodes, action_noise=args.action_noise, workers=args.workers,
+                            steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+                            label_smoothing=args.label_smoothing, augment=not args.no_augment, seed=args.seed,
+                            progress=not args.no_progress)
+    path = pretrain(config)
+    print(f"default policy written to {path}")
     return 0

@@ -38,9 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import AugmentConfig
 from .batches import BatchBuilder, as_frames
-from .config import TrainConfig, lr_factor
+from .config import TrainConfig, augment_config, lr_factor
 from .loss import action_loss
 from .metrics import MetricsLog
 from .sampler import DataOrder
@@ -52,7 +51,7 @@ log = logging.getLogger(__name__)
 
 # Settings a resumed run must share with the run that wrote the checkpoint (else it would not be the same run).
 RESUME_KEYS = ("batch_size", "lr", "schedule", "warmup_steps", "min_lr_ratio", "betas", "weight_decay", "eps",
-               "grad_clip", "seed", "augment", "label_smoothing", "unnorm_key")
+               "grad_clip", "seed", "augment", "augment_crop_scale", "augment_hue", "label_smoothing", "unnorm_key")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -117,7 +116,7 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, eps=config.eps,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s))
-    builder = BatchBuilder(vla, config.unnorm_key, AugmentConfig() if config.augment else None)
+    builder = BatchBuilder(vla, config.unnorm_key, augment_config(config))
     order = DataOrder(len(frames), config.seed)
 
     names = [name for name, _ in trainable_parameters(vla)]
@@ -246,7 +245,7 @@ def _check_resume(meta: dict, config: TrainConfig, strategy: Strategy, fingerpri
     if meta["processes"] != world:
         problems.append(f"{meta['processes']} processes vs {world}")
     saved = meta["config"]
-    problems += [f"{k}={saved[k]!r} vs {v!r}" for k, v in config.to_dict().items() if k in RESUME_KEYS and saved[k] != v]
+    problems += [f"{k}={saved[k]!r} vs {v!r}" for k, v in config.to_dict().items() if k in RESUME_KEYS and saved.get(k, v) != v]
     if problems:
         raise ValueError(f"cannot resume from {path}: this run differs from the one that wrote it ("
                          + "; ".join(problems) + "). Use another out_dir or resume=False.")

@@ -1,0 +1,49 @@
+"""A trained VLA as a closed-loop policy: ``policy(image, instruction, proprio) -> action``.
+
+This is the callable the sim evaluator (``robosteer evaluate --policy PATH``) and the
+study run. It wraps ``vla.predict_action`` (greedy, KV-cached) and, optionally, a
+heads or LoRA adapter loaded onto the base policy.
+
+Usage::
+
+    policy = load_policy("runs/pretrain/final")          # or "default"
+    action = policy(obs.image, obs.instruction, obs.proprio)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class VLAPolicy:
+    """Closed-loop wrapper around an ``OpenVLA``; stateless between steps."""
+
+    def __init__(self, vla, unnorm_key: str | None = None) -> None:
+        self.vla = vla.eval()
+        self.unnorm_key = unnorm_key
+
+    def reset(self) -> None:
+        """Called at the start of an episode (nothing to clear: the policy is Markovian)."""
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, instruction: str, proprio: Any = None) -> np.ndarray:
+        proprio = proprio if self.vla.config.proprio_dim else None
+        action = self.vla.predict_action(image, instruction, proprio=proprio, unnorm_key=self.unnorm_key)
+        return np.asarray(action, dtype=np.float32)
+
+
+def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key: str | None = None) -> VLAPolicy:
+    """``load_policy(checkpoint, adapter=None)``: a checkpoint folder (or ``"default"``), optionally with an
+    adapter folder written by ``robosteer finetune`` (heads or LoRA), merged into the weights."""
+    from .models import load_vla
+
+    vla = load_vla(path, dtype=torch.float32)
+    if adapter is not None:
+        from .train.adapters import load_adapter
+
+        load_adapter(vla, adapter, merge=True)
+    return VLAPolicy(vla, unnorm_key)
