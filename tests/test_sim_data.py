@@ -176,8 +176,8 @@ def test_evaluate_counts_failures_of_a_bad_policy():
 
 
 def test_policy_hook_and_cli_errors(capsys):
-    with pytest.raises(ValueError, match="robosteer.policy"):
-        load_policy("runs/model.safetensors")
+    with pytest.raises(FileNotFoundError, match="checkpoint folder not found: runs/no-such-policy"):
+        load_policy("runs/no-such-policy")
     assert main(["evaluate", "--task", "juggle", "--episodes", "1"]) == 2
     assert "known: lift, place, push, stack" in capsys.readouterr().err
     assert main(["tasks"]) == 0

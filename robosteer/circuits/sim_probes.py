@@ -30,7 +30,7 @@ import numpy as np
 from .probes import Probe
 
 SIM_PROBE_KINDS = ("visual", "linguistic", "physical", "environment")
-EVAL_SEED_OFFSET = 1_000_000  # probe seeds sit far from the training seeds (0, 1, 2, ...)
+PROBE_SEED = 2_000_000  # probe scenes: away from collection seeds (0, ...) and evaluation seeds (1,000,000, ...)
 
 
 def _swap(scene, field: str):
@@ -88,7 +88,7 @@ def corrupt_scene(scene, kind: str):
     raise ValueError(f"unknown sim probe kind {kind!r}; known: {SIM_PROBE_KINDS}")
 
 
-def sim_probe(kind: str, task: str = "lift/base", n: int = 16, seed: int = EVAL_SEED_OFFSET, image_size: int = 64,
+def sim_probe(kind: str, task: str = "lift/base", n: int = 16, seed: int = PROBE_SEED, image_size: int = 64,
               env=None) -> Probe:
     """``sim_probe("visual", "lift/base", n=16)`` -> a ``Probe`` of ``n`` first-frame pairs rendered in the sim."""
     from ..sim.env import SimConfig, make_env

@@ -95,12 +95,12 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _add_task_args(p: argparse.ArgumentParser) -> None:
+def _add_task_args(p: argparse.ArgumentParser, default_seed: int = 0) -> None:
     p.add_argument("--task", action="append", help="task family or family/variation; repeat or comma-separate")
     p.add_argument("--variation", default=None, help="variation for tasks given without one (default: base)")
     p.add_argument("--split", default=None, help="add a split's tasks: NAME[:pretrain|heldout|all]")
     p.add_argument("--episodes", type=int, default=10, help="episodes per task (seeds seed..seed+N-1)")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--seed", type=int, default=default_seed, help=f"first seed (default {default_seed})")
     p.add_argument("--image-size", type=int, default=64, help="square agentview image side in pixels")
 
 
@@ -119,7 +119,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_collect)
 
     p = subparsers.add_parser("evaluate", help="closed-loop success rate of a policy")
-    _add_task_args(p)
+    from .tasks import EVAL_SEED
+
+    _add_task_args(p, default_seed=EVAL_SEED)
     p.add_argument("--policy", default="expert", help="'expert' or a saved policy path (via robosteer.policy)")
     p.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the family's)")
     p.add_argument("--video-dir", default=None, help="write one video per episode here")

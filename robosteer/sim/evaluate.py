@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .env import SimConfig, make_env
 from .rollout import run_episode
-from .tasks import Task
+from .tasks import EVAL_SEED, Task
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def evaluate(
     task: "Task | str",
     *,
     episodes: int = 50,
-    seed: int = 0,
+    seed: int = EVAL_SEED,
     horizon: int | None = None,
     config: SimConfig | None = None,
     env=None,

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from .variations import VARIATIONS, get_variation
 
 
+# Task-instance seeds: collection uses 0, 1, 2, ...; evaluation starts here, so that a policy is never
+# scored on the instances it was trained on.
+EVAL_SEED = 1_000_000
+
+
 @dataclass(frozen=True)
 class TaskFamily:
     """One kind of task: what to do, its instruction templates and its step budget."""
