@@ -29,7 +29,7 @@ class PretrainConfig:
     out_dir: str  # demos/, checkpoints, metrics and final/ go here
     split: str = "default"  # the sim split whose pretraining tasks are learned
     episodes: int = 200  # clean expert episodes per pretraining task (seeds 0 ..)
-    noisy_episodes: int = 200  # episodes per task with executed-action noise (next seeds), labels clean
+    noisy_episodes: int = 100  # episodes per task with executed-action noise (next seeds), labels clean
     action_noise: float = 0.2  # std of the noise on executed arm actions
     image_size: int = 64
     workers: int = 2  # collection processes
