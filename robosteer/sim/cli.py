@@ -77,6 +77,16 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate
     from .policies import load_policy
 
+    if args.workers > 1 and not args.video_dir and args.horizon is None:
+        from .collect import measure_policy
+
+        results = measure_policy(args.policy, _task_names(args), episodes=args.episodes, seed=args.seed,
+                                 workers=args.workers, config=SimConfig(image_size=args.image_size))
+        for result in results.values():
+            print(result.summary())
+            if args.per_episode:
+                print(result.to_frame().to_string(index=False))
+        return 0
     policy = load_policy(args.policy)
     for task in _task_names(args):
         result = evaluate(
@@ -123,6 +133,7 @@ def register(subparsers) -> None:
 
     _add_task_args(p, default_seed=EVAL_SEED)
     p.add_argument("--policy", default="expert", help="'expert' or a saved policy path (via robosteer.policy)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own simulator and policy")
     p.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the family's)")
     p.add_argument("--video-dir", default=None, help="write one video per episode here")
     p.add_argument("--video-format", choices=("gif", "mp4"), default="gif")

@@ -21,8 +21,9 @@ from .demo_format import DemoWriter
 from .env import SimConfig, make_env
 from .evaluate import EpisodeRecord, EvalResult
 from .expert import ScriptedExpert
+from .policies import load_policy
 from .rollout import Episode, run_episode
-from .tasks import Task
+from .tasks import EVAL_SEED, Task
 
 log = logging.getLogger(__name__)
 
@@ -68,25 +69,33 @@ class CollectReport:
 _WORKER_ENV = None
 
 
-def _init_worker(config: SimConfig) -> None:
-    global _WORKER_ENV
+_WORKER_POLICY = None
+
+
+def _init_worker(config: SimConfig, policy: str = "expert") -> None:
+    global _WORKER_ENV, _WORKER_POLICY
+    if policy != "expert":
+        import torch
+
+        torch.set_num_threads(1)  # one worker per core
     _WORKER_ENV = make_env(config)
+    _WORKER_POLICY = ScriptedExpert() if policy == "expert" else load_policy(policy)
 
 
 def _run_job(job: tuple[str, int, bool, float]) -> Episode:
     task, seed, record, noise = job
-    return run_episode(_WORKER_ENV, task, seed, ScriptedExpert(), record=record, action_noise=noise)
+    return run_episode(_WORKER_ENV, task, seed, _WORKER_POLICY, record=record, action_noise=noise)
 
 
 def run_expert_episodes(
     jobs: list[tuple[str, int]], config: SimConfig, *, workers: int = 1, record: bool = False,
-    action_noise: float = 0.0, progress: bool = True, desc: str = "expert",
+    action_noise: float = 0.0, progress: bool = True, desc: str = "expert", policy: str = "expert",
 ) -> Iterator[Episode]:  # fmt: skip
-    """Run the scripted expert on (task, seed) jobs; yields episodes in job order."""
+    """Run a policy (the scripted expert, or a saved policy's path) on (task, seed) jobs, in job order."""
     full = [(str(task), int(seed), record, action_noise) for task, seed in jobs]
     bar = tqdm(total=len(full), desc=desc, disable=not progress)
     if workers == 1:
-        _init_worker(config)
+        _init_worker(config, policy)
         try:
             for job in full:
                 yield _run_job(job)
@@ -95,7 +104,7 @@ def run_expert_episodes(
             _WORKER_ENV.close()
     else:
         # spawn, not fork: each worker needs its own OpenGL context
-        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
+        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(config, policy)) as pool:
             for episode in pool.imap(_run_job, full, chunksize=1):
                 yield episode
                 bar.update()
@@ -138,8 +147,19 @@ def collect(config: CollectConfig, out_dir) -> CollectReport:
 
 def measure_expert(tasks, *, episodes: int = 50, seed: int = 0, workers: int = 1, progress: bool = True) -> dict[str, EvalResult]:
     """Expert success per task over ``episodes`` seeds, without rendering (fast)."""
+    return measure_policy("expert", tasks, episodes=episodes, seed=seed, workers=workers, progress=progress,
+                          config=SimConfig(render=False))
+
+
+def measure_policy(policy: str, tasks, *, episodes: int = 50, seed: int = EVAL_SEED, workers: int = 1,
+                   config: SimConfig | None = None, progress: bool = True) -> dict[str, EvalResult]:
+    """``measure_policy("runs/x/final", ["lift/base"], episodes=50, workers=2)``: success per task.
+
+    ``policy`` is ``"expert"`` or a saved policy's path (each worker process loads it once).
+    """
     jobs = [(str(Task.parse(t)), seed + k) for t in tasks for k in range(episodes)]
     results: dict[str, EvalResult] = {}
-    for ep in run_expert_episodes(jobs, SimConfig(render=False), workers=workers, progress=progress, desc="expert success"):
+    for ep in run_expert_episodes(jobs, config or SimConfig(), workers=workers, progress=progress,
+                                  desc=f"success of {policy}", policy=policy):
         _record(results, ep)
     return results
