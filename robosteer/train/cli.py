@@ -63,7 +63,7 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="default")
     p.add_argument("--episodes", type=int, default=200, help="clean expert episodes per pretraining task")
     p.add_argument("--noisy-episodes", type=int, default=100, help="episodes per task with executed-action noise")
-    p.add_argument("--action-noise", type=float, default=0.2)
+    p.add_argument("--action-noise", type=float, default=0.1)
     p.add_argument("--workers", type=int, default=2, help="collection processes")
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--batch-size", type=int, default=32)
