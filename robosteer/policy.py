@@ -12,6 +12,8 @@ Usage::
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,34 @@ class VLAPolicy:
         return np.asarray(action, dtype=np.float32)
 
 
+def write_policy_file(path: str | Path, base: str | Path, adapter: str | Path | None = None) -> Path:
+    """Write ``policy.json`` naming a base checkpoint and an optional adapter (paths relative to the file)."""
+    from .atomic import atomic_write_text
+
+    path = Path(path)
+    rel = (lambda p: None if p is None else os.path.relpath(Path(p).resolve(), path.parent.resolve()))
+    spec = {"format": "robosteer.policy", "base": str(base) if str(base) == "default" else rel(base),
+            "adapter": rel(adapter)}
+    return atomic_write_text(path, json.dumps(spec, indent=2))
+
+
 def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key: str | None = None) -> VLAPolicy:
     """``load_policy(checkpoint, adapter=None)``: a checkpoint folder (or ``"default"``), optionally with an
-    adapter folder written by ``robosteer finetune`` (heads or LoRA), merged into the weights."""
+    adapter folder written by ``robosteer finetune`` (heads or LoRA), merged into the weights.
+
+    ``path`` may also be a ``policy.json`` (``write_policy_file``) naming the base and the adapter.
+    """
     from .models import load_vla
+
+    if str(path).endswith(".json"):
+        from .models.checkpoint_io import read_json
+
+        spec = read_json(path, "policy file")
+        if spec.get("format") != "robosteer.policy" or "base" not in spec:
+            raise ValueError(f"{path} is not a robosteer policy file (needs format 'robosteer.policy' and 'base')")
+        root = Path(path).parent
+        base = spec["base"] if spec["base"] == "default" else root / spec["base"]
+        path, adapter = base, (root / spec["adapter"]) if spec.get("adapter") else adapter
 
     vla = load_vla(path, dtype=torch.float32)
     if adapter is not None:

@@ -1,0 +1,129 @@
+"""One few-shot steering experiment: demonstrations of a task, heads found, methods finetuned, all evaluated.
+
+The main example (``examples/franka_finetune.py``) and the study runner share these
+steps, so that every method sees the same demonstrations, loop, schedule, step count
+and evaluation seeds:
+
+1. ``collect_demos``: expert demonstrations of the adaptation task (collection seeds);
+2. ``discover`` (``robosteer.circuits.discover``): score heads and select the top k;
+3. ``finetune``: train one method (heads, lora, random-heads, full) from the same base,
+   recording trainable parameters, wall time and peak memory; writes a ``policy.json``;
+4. ``evaluate_policy``: closed-loop success on evaluation seeds, with 95% Wilson intervals.
+
+Usage::
+
+    demos = collect_demos("lift/novel_color", 20, out="runs/x/demos")
+    cell = finetune("default", demos, "heads", FinetuneSettings(), out="runs/x/heads", mask=mask)
+    result = evaluate_policy(cell.policy, ["lift/novel_color"], episodes=50)
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FINETUNE_METHODS = ("heads", "lora", "random-heads", "full")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """One schedule for every method (the comparison is fair only if these are shared)."""
+
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 5e-4
+    warmup_fraction: float = 0.1  # linear warm-up over this fraction of the steps
+    schedule: str = "cosine"
+    betas: tuple[float, float] = (0.9, 0.95)
+    label_smoothing: float = 1.0
+    seed: int = 0
+    lora_r: int = 32
+    lora_alpha: int = 16
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("steps, batch_size and lr must be positive")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+
+
+@dataclass
+class FinetuneResult:
+    method: str
+    policy: Path  # policy.json: base + adapter (or a full checkpoint)
+    trainable_params: int
+    train_seconds: float
+    peak_rss_mb: float
+    final_loss: float
+    heads: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["policy"] = str(self.policy)
+        return d
+
+
+def collect_demos(task: str, episodes: int, out: str | Path, seed: int = 0, workers: int = 2, image_size: int = 64):
+    """Expert demonstrations of ``task`` (reused if ``out`` already holds a complete folder)."""
+    from .sim.collect import CollectConfig, collect
+    from .sim.dataset import DemoDataset
+
+    out = Path(out)
+    if not (out / "meta.json").is_file():
+        report = collect(CollectConfig(tasks=(task,), episodes=episodes, seed=seed, workers=workers,
+                                       image_size=image_size), out)
+        log.info("demonstrations: %s", report.summary())
+    return DemoDataset(out)
+
+
+def finetune(base: str | Path, demos, method: str, settings: FinetuneSettings, out: str | Path,
+             mask=None) -> FinetuneResult:
+    """Finetune ``base`` on ``demos`` with ``method``; resumes an interrupted run; returns where the policy is."""
+    import torch
+
+    from .models import load_vla
+    from .policy import write_policy_file
+    from .train.config import TrainConfig
+    from .train.loop import train
+    from .train.strategies import LoraSettings, count_trainable, make_strategy
+
+    if method not in FINETUNE_METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {FINETUNE_METHODS}")
+    out = Path(out)
+    vla = load_vla(base, dtype=torch.float32)
+    unnorm_key = next(iter(vla.config.norm_stats))
+    strategy = make_strategy(method, mask=mask, seed=settings.seed,
+                             lora=LoraSettings(r=settings.lora_r, alpha=settings.lora_alpha))
+    config = TrainConfig(out_dir=str(out), steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
+                         schedule=settings.schedule, warmup_steps=int(settings.warmup_fraction * settings.steps), betas=settings.betas,
+                         label_smoothing=settings.label_smoothing, seed=settings.seed, augment=True,
+                         augment_crop_scale=1.0, augment_hue=0.0, unnorm_key=unnorm_key,
+                         ckpt_every=max(50, settings.steps // 4), log_every=max(1, settings.steps // 20), progress=False)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    result = train(vla, demos, strategy, config)
+    seconds = time.perf_counter() - t0
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rss_before) / 1024
+    n_trainable = count_trainable(vla)
+    if method == "full":
+        spec = write_policy_file(out / "policy.json", base=result.output)
+    else:
+        spec = write_policy_file(out / "policy.json", base=base, adapter=result.output)
+    heads = [str(h) for h in strategy.mask.heads] if hasattr(strategy, "mask") else []
+    return FinetuneResult(method, spec, int(n_trainable), seconds, peak, float(result.loss), heads)
+
+
+def evaluate_policy(policy: str | Path, tasks, episodes: int, workers: int = 2, image_size: int = 64, seed: int | None = None):
+    """Closed-loop success of a policy (``"default"``, a checkpoint, or a ``policy.json``) on each task."""
+    from .sim.collect import measure_policy
+    from .sim.env import SimConfig
+    from .sim.tasks import EVAL_SEED
+
+    return measure_policy(str(policy), list(tasks), episodes=episodes, seed=EVAL_SEED if seed is None else seed,
+                          workers=workers, config=SimConfig(image_size=image_size), progress=False)
