@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "robosteer.sim.cli",
     "robosteer.train.cli",
     "robosteer.circuits.cli",
+    "robosteer.study",
 )
 
 

@@ -1,0 +1,186 @@
+"""The few-shot steering study: held-out tasks x methods x seeds, resumable cell by cell.
+
+For each held-out adaptation task and seed, the same demonstrations (collection seed =
+study seed) feed every method on the same schedule; each finetuned policy is evaluated
+on the task (target success) and on the pretraining tasks (what it kept). A cell's
+result is one JSON file, written when the cell finishes, so a long study survives
+interruption: rerun the same command and finished cells are skipped.
+
+Methods:
+
+- ``zero-shot``: the base policy as it is;
+- ``lora``: LoRA r=32, alpha 16, all-linear (OpenVLA's finetuning default);
+- ``lora-matched``: LoRA with the rank whose trainable count is closest to ``heads``';
+- ``heads-knn`` / ``heads-attribution``: the top-k heads by that scorer;
+- ``random-heads``: as many random heads (the control for the selection);
+- ``full``: every parameter.
+
+Usage::
+
+    robosteer study --out runs/study --tasks lift/novel_color,lift/paraphrase --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STUDY_METHODS = ("zero-shot", "lora", "lora-matched", "heads-knn", "heads-attribution", "random-heads", "full")
+DEFAULT_TASKS = ("lift/novel_color", "lift/paraphrase", "lift/relational", "lift/lighting", "stack/base")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    out_dir: str
+    policy: str = "default"
+    tasks: tuple[str, ...] = DEFAULT_TASKS  # one per axis: visual, linguistic, spatial, environment, unseen family
+    methods: tuple[str, ...] = STUDY_METHODS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    demos: int = 20
+    top_k: int = 7  # 20/144 of the default policy's 48 LLM heads
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 5e-4
+    episodes: int = 50  # evaluation episodes on the target task
+    retention_episodes: int = 20  # evaluation episodes on each pretraining task
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in STUDY_METHODS]
+        if unknown:
+            raise ValueError(f"unknown study method(s) {unknown}; known: {STUDY_METHODS}")
+        from .sim.tasks import Task
+
+        for t in self.tasks:
+            Task.parse(t)
+        if not self.seeds or self.demos < 1 or self.episodes < 1:
+            raise ValueError("a study needs seeds, demos >= 1 and episodes >= 1")
+
+
+@dataclass
+class CellResult:
+    task: str
+    method: str
+    seed: int
+    target: dict  # {"success", "ci95", "successes", "episodes"}
+    retention: dict = field(default_factory=dict)  # pretraining task -> same
+    trainable_params: int = 0
+    train_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    heads: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+
+def _summary(result) -> dict:
+    low, high = result.ci95
+    return {"success": result.success_rate, "ci95": [low, high], "successes": result.successes, "episodes": result.n}
+
+
+def lora_matched_rank(vla, n_params: int) -> int:
+    """The LoRA rank (all-linear) whose trainable count is closest to ``n_params``."""
+    from torch import nn
+
+    from .train.strategies import all_linear_targets
+
+    modules = dict(vla.named_modules())
+    per_rank = sum(m.in_features + m.out_features for name in all_linear_targets(vla)
+                   for m in [modules[name]] if isinstance(m, nn.Linear))
+    return max(1, round(n_params / per_rank))
+
+
+def cell_path(config: StudyConfig, task: str, method: str, seed: int) -> Path:
+    return Path(config.out_dir) / "cells" / task.replace("/", "_") / method / f"seed{seed}.json"
+
+
+def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResult:
+    """Run one (task, method, seed) cell, or read it back if it already finished."""
+    from .atomic import atomic_write_text
+    from .circuits.discover import DiscoverConfig, discover
+    from .experiment import FinetuneSettings, collect_demos, evaluate_policy, finetune
+    from .models import load_vla
+    from .sim.tasks import get_split
+
+    path = cell_path(config, task, method, seed)
+    if path.is_file():
+        return CellResult(**json.loads(path.read_text()))
+    work = Path(config.out_dir) / "work" / task.replace("/", "_") / f"seed{seed}"
+    demos = collect_demos(task, config.demos, work / "demos", seed=seed, workers=config.workers)
+    settings = FinetuneSettings(steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=seed)
+    cell = CellResult(task, method, seed, target={}, settings={**asdict(settings), "demos": config.demos})
+    policy = config.policy
+    if method != "zero-shot":
+        base = load_vla(config.policy)
+        scorer = "attribution" if method == "heads-attribution" else "knn"
+        found = discover(base, demos, DiscoverConfig(method=scorer, top_k=config.top_k, seed=seed),
+                         out=work / f"heads-{scorer}")
+        train_method = {"heads-knn": "heads", "heads-attribution": "heads", "lora-matched": "lora"}.get(method, method)
+        if method == "lora-matched":
+            # heads trains the query rows and output-projection columns of each selected LLM head
+            head_dim = base.config.llm_dim // base.head_layout.shape("llm")[1]
+            rank = lora_matched_rank(base, len(found.mask) * 2 * base.config.llm_dim * head_dim)
+            settings = replace(settings, lora_r=rank, lora_alpha=max(1, rank // 2))  # alpha/r = 1/2 as in r32/a16
+            cell.settings.update(lora_r=settings.lora_r, lora_alpha=settings.lora_alpha)
+        result = finetune(config.policy, demos, train_method, settings, work / method, mask=found.mask)
+        policy = str(result.policy)
+        cell.trainable_params, cell.train_seconds, cell.peak_rss_mb = (result.trainable_params, result.train_seconds,
+                                                                      result.peak_rss_mb)
+        cell.heads = result.heads
+    cell.target = _summary(evaluate_policy(policy, [task], config.episodes, config.workers)[task])
+    pretrain = [str(t) for t in get_split("default").pretrain]
+    kept = evaluate_policy(policy, pretrain, config.retention_episodes, config.workers)
+    cell.retention = {t: _summary(r) for t, r in kept.items()}
+    atomic_write_text(path, json.dumps(asdict(cell), indent=2))
+    return cell
+
+
+def run_study(config: StudyConfig, progress: bool = True) -> list[CellResult]:
+    """Every cell of the matrix (finished cells are read back); results also gathered in ``results.json``."""
+    from tqdm.auto import tqdm
+
+    from .atomic import atomic_write_text
+
+    cells = [(t, m, s) for s in config.seeds for t in config.tasks for m in config.methods]
+    results = []
+    bar = tqdm(cells, desc="study", disable=not progress)
+    for task, method, seed in bar:
+        bar.set_postfix_str(f"{task} {method} seed {seed}")
+        t0 = time.perf_counter()
+        results.append(run_cell(config, task, method, seed))
+        log.info("cell %s / %s / seed %d: target %.2f (%.0f s)", task, method, seed, results[-1].target["success"],
+                 time.perf_counter() - t0)
+    atomic_write_text(Path(config.out_dir) / "results.json",
+                      json.dumps({"config": asdict(config), "cells": [asdict(c) for c in results]}, indent=2))
+    return results
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("study", help="the few-shot steering study: held-out tasks x methods x seeds (resumable)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--policy", default="default")
+    p.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
+    p.add_argument("--methods", default=",".join(STUDY_METHODS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--demos", type=int, default=20)
+    p.add_argument("--top-k", type=int, default=7)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--retention-episodes", type=int, default=20)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=_study_command)
+
+
+def _study_command(args) -> int:
+    config = StudyConfig(out_dir=args.out, policy=args.policy, tasks=tuple(args.tasks.split(",")),
+                         methods=tuple(args.methods.split(",")), seeds=tuple(int(s) for s in args.seeds.split(",")),
+                         demos=args.demos, top_k=args.top_k, steps=args.steps, episodes=args.episodes,
+                         retention_episodes=args.retention_episodes, workers=args.workers)
+    for cell in run_study(config):
+        t = cell.target
+        print(f"{cell.task:20s} {cell.method:18s} seed {cell.seed}: {t['success']:.2f} "
+              f"[{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]  params {cell.trainable_params:,}")
+    return 0
