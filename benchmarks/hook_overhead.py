@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import robosteer
+from robosteer.models.default import DEFAULT_SHAPE
 from robosteer.models.tiny import tiny_vla
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "openvla-tiny-a"
@@ -59,11 +60,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median over {args.rounds} interleaved rounds")
-    vla = tiny_vla(seed=0, image_size=64, patch_size=8, dino=(128, 4, 4), siglip=(128, 4, 4), llm_dim=256,
-                   llm_layers=6, llm_heads=8)
+    vla = tiny_vla(seed=0, **{**DEFAULT_SHAPE, 'proprio_dim': 0})
     img = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
     kw = dict(input_ids=vla.tokenize("pick up the red cube").expand(4, -1), pixel_values=vla.preprocess(list(img)))
-    measure("default-class policy (64px, llm 6x8, batch 4)", vla, kw, args.rounds)
+    measure("default-policy shape (64px, llm 6x8, batch 4)", vla, kw, args.rounds)
     if FIXTURE.is_dir():
         ref = robosteer.load_vla(FIXTURE, dtype=torch.float32)
         e = np.load(FIXTURE / "expected.npz")

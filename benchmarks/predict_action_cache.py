@@ -18,6 +18,7 @@ import torch
 
 import robosteer
 from robosteer.models.generation import greedy_action_tokens
+from robosteer.models.default import DEFAULT_SHAPE
 from robosteer.models.tiny import tiny_vla
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "openvla-tiny-a"
@@ -56,10 +57,9 @@ def main() -> None:
         e = np.load(FIXTURE / "expected.npz")
         ids = vla.with_prompt_suffix(torch.from_numpy(e["case0_input_ids"]))
         bench("reference tiny (224px, 256 patches)", vla, ids, torch.from_numpy(e["pixel_values"][:1]), args.repeats)
-    vla = tiny_vla(seed=0, image_size=64, patch_size=8, dino=(128, 4, 4), siglip=(128, 4, 4), llm_dim=256,
-                   llm_layers=6, llm_heads=8)
+    vla = tiny_vla(seed=0, **{**DEFAULT_SHAPE, 'proprio_dim': 0})
     img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    bench("default-class (64px, 6x8 heads, 256d)", vla, vla.tokenize("pick up the red cube"), vla.preprocess(img),
+    bench("default-policy shape (64px, llm 6x8 heads)", vla, vla.tokenize("pick up the red cube"), vla.preprocess(img),
           args.repeats)
 
 

@@ -35,10 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robosteer.models.default import DEFAULT_SHAPE
+
 PAPER_FRACTION = 20 / 144  # Robotic Steering: 20 of pi0's 144 heads
 MODELS = {
-    "default-policy": dict(image_size=64, patch_size=8, llm_layers=6, llm_heads=8, llm_dim=256, dino=(128, 4, 4),
-                           siglip=(128, 4, 4), proprio_dim=7),
+    "default-policy": dict(DEFAULT_SHAPE),
     "7b-stack": dict(image_size=16, patch_size=8, llm_layers=2, llm_heads=32, llm_dim=4096, llm_mlp=11008,
                      dino=(48, 3, 4), siglip=(40, 3, 2), proprio_dim=0),
 }

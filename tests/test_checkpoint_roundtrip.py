@@ -76,3 +76,17 @@ def test_dtype_conversion_on_load(openvla_tiny_a):
     vla = robosteer.load_vla(openvla_tiny_a, dtype="float32")
     assert vla.dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in vla.parameters())
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = tiny_vla(seed=1).save_pretrained(tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    for f in out.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f.name

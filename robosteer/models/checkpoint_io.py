@@ -60,6 +60,9 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield tmp
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700 folders; give the mode a plain mkdir would
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
