@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from robosteer.cli import main
 from robosteer.masks import HeadMask
@@ -57,6 +58,15 @@ def test_finetune_heads_with_mask_file(tmp_path, demos, policy):
     meta = json.loads((tmp_path / "run" / "final" / "adapter.json").read_text())
     assert meta["heads"] == ["llm.L1H2", "dino.L0H1"] and meta["base_fingerprint"] == vla.fingerprint()
     assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 3
+    # policy.json names the base and the adapter; loading it gives the adapted (merged) weights
+    from robosteer.policy import load_policy
+
+    adapted = load_policy(tmp_path / "run" / "policy.json").vla
+    q = "language_model.model.layers.1.self_attn.q_proj.weight"
+    hd = vla.tower_modules()["llm"].head_dim
+    head2 = slice(2 * hd, 3 * hd)
+    assert not torch.equal(adapted.state_dict()[q][head2], vla.state_dict()[q][head2])
+    assert torch.equal(adapted.state_dict()[q][: 2 * hd], vla.state_dict()[q][: 2 * hd])
 
 
 def test_finetune_heads_top_k_knn(tmp_path, demos, policy):

@@ -144,6 +144,13 @@ def finetune_command(args: argparse.Namespace) -> int:
     result = train(vla, demos, strategy, _config(args, args.unnorm_key))
     log.info("finished at step %d (loss %.4f); result in %s; metrics in %s", result.step, result.loss,
              result.output, Path(args.out) / "metrics.csv")
+    if result.finished:
+        from ..policy import write_policy_file
+
+        adapter = None if args.method == "full" else result.output
+        spec = write_policy_file(Path(args.out) / "policy.json", base=result.output if adapter is None else args.policy,
+                                 adapter=adapter)
+        print(f"policy: {spec} (evaluate with: robosteer evaluate --policy {spec} --task ...)")
     return 0
 
 
