@@ -19,7 +19,7 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 demo: install
-	$(PY) examples/quickstart.py
+	$(PY) examples/franka_finetune.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
