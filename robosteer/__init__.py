@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from .lazy import lazy_exports
 
-from typing import Any
 
 from .sites import Head, HeadLayout, HookSite, hook_name
 

@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than the call)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -29,7 +30,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the mode a plain open() would
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; give the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

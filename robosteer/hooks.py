@@ -42,10 +42,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from .sites import ATTN_HOOKS, BLOCK_HOOKS, Head, HeadLayout, HookSite, hook_name
+from .sites import ATTN_HOOKS, BLOCK_HOOKS, HeadLayout, HookSite, hook_name
 
 HookFn = Callable[[torch.Tensor, HookSite], "torch.Tensor | None"]
-NameSpec = "str | Callable[[str], bool] | Iterable[str]"
 ALL_KINDS = ATTN_HOOKS + BLOCK_HOOKS
 _PATTERN_IMPL = "robosteer_pattern"
 
@@ -403,8 +402,3 @@ def _leaf(act: torch.Tensor, site: HookSite) -> torch.Tensor | None:
     Activations that already require grad are left alone, so gradients keep flowing through every path.
     """
     return None if act.requires_grad else act.detach().requires_grad_(True)
-
-
-def head_hook_name(head: Head | str, kind: str = "hook_z") -> str:
-    head = Head.parse(head)
-    return hook_name(head.tower, head.layer, kind)

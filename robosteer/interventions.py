@@ -16,13 +16,11 @@ Usage::
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 import torch
 
 from .sites import Head, HookSite, hook_name
-
-Positions = "int | Sequence[int] | slice | torch.Tensor | None"
 
 
 def _group(heads: Iterable[Head | str]) -> dict[str, list[int]]:

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ..atomic import atomic_write_bytes as write_bytes_atomic
+from ..atomic import atomic_write_bytes as write_bytes_atomic, current_umask
 
 SAFETENSORS_SINGLE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -60,9 +60,7 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield tmp
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700 folders; give the mode a plain mkdir would
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700 folders; give the mode a plain mkdir would
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")

@@ -13,7 +13,6 @@ Usage::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -109,9 +108,3 @@ def _to_pil(img: Any, index: int) -> Image.Image:
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"image {index}: expected shape (H, W, 3) RGB, got {tuple(img.shape)}")
     return Image.fromarray(img)
-
-
-def load_processor_config(path: str | Path) -> dict[str, Any]:
-    """Read a ``preprocessor_config.json`` (for checks; the model config is the source of truth)."""
-    with open(path) as f:
-        return json.load(f)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -97,25 +96,13 @@ def load_demos(directory: str | Path):
     return DemoDataset(directory)
 
 
-def record_frames(demos) -> list[dict[str, Any]]:
-    """Frames as the head recorder reads them (dicts with episode, step and one keyframe flag)."""
-    from ..circuits.discover import frame_dicts
-
-    return frame_dicts(demos)
-
-
 def select_heads(vla, demos, k: int, selector: str, towers: tuple[str, ...], unnorm_key: str | None):
-    """Top-``k`` heads of ``towers`` by the selector's score over the demonstrations."""
-    from ..masks import HeadMask
+    """Top-``k`` heads of ``towers`` by the selector's score over the demonstrations (``circuits.discover``)."""
+    from ..circuits.discover import DiscoverConfig, discover
 
-    try:
-        from ..circuits.record import RecordConfig, record_heads
-    except ImportError as err:
-        raise ValueError(f"--top-k needs the head recorder robosteer.circuits.record, not available: {err}") from err
-    if selector != "knn":
+    if selector not in SELECTORS:
         raise ValueError(f"unknown selector {selector!r}; available: {', '.join(SELECTORS)}")
-    acts = record_heads(vla, record_frames(demos), RecordConfig(towers=towers, unnorm_key=unnorm_key))
-    return HeadMask.select(acts.knn_scores(), k=k, towers=towers)
+    return discover(vla, demos, DiscoverConfig(method=selector, top_k=k, towers=towers, unnorm_key=unnorm_key)).mask
 
 
 def finetune_command(args: argparse.Namespace) -> int:
