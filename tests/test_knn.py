@@ -11,7 +11,7 @@ import torch
 from robosteer.circuits.activations import flatten_tower, unit_rows
 from robosteer.circuits.greedy import greedy_select
 from robosteer.circuits.knn import KNNConfig, knn_scores
-from robosteer.circuits.knn_reference import knn_scores_loop
+from robosteer.circuits.knn_reference import knn_scores_loop, knn_scores_released_style
 from robosteer.sites import Head, HeadLayout
 
 LAYOUT = HeadLayout({"llm": (3, 4)})
@@ -68,6 +68,10 @@ def test_vectorised_equals_reference_loop(mode, k_grid, dtype, budget):
         np.testing.assert_allclose(fast.values(column), slow.values(column), rtol=0, atol=1e-6)
     assert fast.meta == slow.meta
     assert np.ptp(fast.values("knn/mse")) > 1e-3  # the heads differ, so agreement is not trivial
+    # The released code's style (one regressor per head, fold and k) computes the same numbers.
+    released = knn_scores_released_style(acts, actions, episodes, HEADS, config=config)
+    for column in ("knn", "knn/mse", "knn/k"):
+        np.testing.assert_allclose(released.values(column), slow.values(column), rtol=0, atol=1e-9)
 
 
 def test_dict_input_with_towers_of_different_width_matches_per_tower():

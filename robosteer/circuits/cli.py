@@ -12,6 +12,8 @@ def register(subparsers) -> None:
     p.add_argument("--towers", default="llm", help="comma-separated towers to score: llm,dino,siglip")
     p.add_argument("--position", default="first_action", choices=("first_action", "last_prompt", "mean_action"))
     p.add_argument("--all-frames", action="store_true", help="record every frame, not only keyframes")
+    p.add_argument("--stream", action="store_true",
+                   help="knn/sav: write activations to OUT/activations as they are recorded (bounded memory)")
     p.add_argument("--probes", default="visual,linguistic,physical", help="probe kinds for activation/attribution")
     p.add_argument("--probe-pairs", type=int, default=12)
     p.add_argument("--probe-task", default=None, help="sim task for the probes (default: the demos' task)")
@@ -49,7 +51,7 @@ def _discover(args) -> int:
     config = DiscoverConfig(method=args.method, top_k=args.top_k, towers=tuple(args.towers.split(",")),
                             position=args.position, keyframes_only=not args.all_frames,
                             probes=tuple(p for p in args.probes.split(",") if p), probe_pairs=args.probe_pairs,
-                            probe_task=args.probe_task, seed=args.seed)
+                            probe_task=args.probe_task, seed=args.seed, stream=args.stream)
     result = discover(vla, demos, config, out=args.out)
     frame = result.scores.to_frame().sort_values(result.column, ascending=not result.scores.higher_is_better[result.column])
     print(frame.head(args.top_k).to_string(index=False))

@@ -44,6 +44,7 @@ class DiscoverConfig:
     probe_task: str | None = None  # sim task for probes; default: the demonstrations' most common task
     seed: int = 0
     unnorm_key: str | None = None
+    stream: bool = False  # knn / sav: write activations to <out>/activations batch by batch (bounded memory)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -68,8 +69,8 @@ def frame_dicts(dataset, indices=None) -> list[dict[str, Any]]:
     return [dataset[int(i)].as_record() for i in indices]
 
 
-def score_heads(vla, dataset, config: DiscoverConfig) -> tuple[HeadScores, str]:
-    """Scores of every head of ``config.towers`` and the column to select by."""
+def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = None) -> tuple[HeadScores, str]:
+    """Scores of every head of ``config.towers`` and the column to select by (``out``: where to stream activations)."""
     if config.method == "random":
         from .random_baseline import random_scores
 
@@ -85,9 +86,11 @@ def score_heads(vla, dataset, config: DiscoverConfig) -> tuple[HeadScores, str]:
     if config.method in ("knn", "sav"):
         from .record import RecordConfig, record_heads
 
+        if config.stream and out is None:
+            raise ValueError("stream=True needs an output folder (discover(..., out=DIR))")
         acts = record_heads(vla, frame_dicts(dataset), RecordConfig(
             towers=config.towers, position=config.position, keyframes_only=config.keyframes_only,
-            unnorm_key=config.unnorm_key))
+            unnorm_key=config.unnorm_key), out=Path(out) / "activations" if config.stream else None)
         if config.method == "knn":
             scores = acts.knn_scores()
             return scores, "knn"
@@ -125,7 +128,7 @@ def score_heads(vla, dataset, config: DiscoverConfig) -> tuple[HeadScores, str]:
 
 def discover(vla, dataset, config: DiscoverConfig = DiscoverConfig(), out: str | Path | None = None) -> DiscoveryResult:
     """Score heads on ``dataset`` and select ``config.top_k``; with ``out``, write the files a person opens."""
-    scores, column = score_heads(vla, dataset, config)
+    scores, column = score_heads(vla, dataset, config, out)
     mask = HeadMask.select(scores, k=config.top_k, column=column, layout=vla.head_layout)
     result = DiscoveryResult(scores=scores, mask=mask, column=column)
     if out is not None:
@@ -133,6 +136,8 @@ def discover(vla, dataset, config: DiscoverConfig = DiscoverConfig(), out: str |
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        if config.stream and config.method in ("knn", "sav"):
+            result.files["activations"] = out / "activations"
         result.files["scores"] = Path(scores.save(out / "scores.csv"))
         result.files["mask"] = Path(mask.to_json(out / "mask.json"))
         result.files["mask_safetensors"] = Path(mask.save_safetensors(out / "mask.safetensors"))

@@ -18,11 +18,22 @@ mean action of the same neighbour set, the R²-like skill), ``name/mse`` = MSE_h
 (lower is better), ``name/k`` = the k that achieved it.
 
 All heads are scored at once: normalised activations (H, N, D) @ (H, D, N) give every
-head's (N, N) cosine similarity; same-episode pairs are masked; one ``topk`` over the
-largest k, and one batched product of the weights with prefix masks gives the weighted
-sums, hence the prediction, for every k of the grid.
-Heads are processed in chunks that keep the (H, N, N) block within a memory budget.
-``knn_reference.knn_scores_loop`` is the slow, obviously-correct version used in tests.
+head's (N, N) cosine similarity, with same-episode pairs set to -inf in the same
+``baddbmm``; one ``topk`` over the largest k orders the neighbours, and prefix sums
+(``cumsum``) of the weights and weighted actions, read at column k − 1, give the
+prediction for every k of the grid from that one top-k.
+Heads are processed in chunks whose (h, N, N) block stays within ~8 MiB (cache) and
+``max_chunk_bytes``. ``knn_reference.knn_scores_loop`` is the slow, obviously-correct
+version used in tests; ``knn_reference.knn_scores_released_style`` is the released
+code's loop (a regressor per head, fold and k).
+
+Speed (``benchmarks/knn_speed.py --threads 1``, 300 keyframes, 2-core CPU shared with a
+training job): the cost is the similarity matmul plus the per-row top-k selection
+(~4 µs per row of 300 in torch or numpy alike), which every implementation pays, so
+the batched scorer is a few times faster than the loops, not the 20× issue #6 asks
+for; see docs/circuits.md for the measured numbers. A float32 similarity with a
+float64 re-rank was considered: the f32 matmul saves ~40% of the matmul only, and the
+re-rank gathers (h, N, k, D) float64 rows, which costs more than it saves.
 """
 
 from __future__ import annotations
@@ -49,7 +60,7 @@ class KNNConfig:
     window: int = 30  # single episode only: frames within ±window of the query are not neighbours
     eps: float = 1e-8  # added to the cosine distance before inverting, so exact matches get finite weight
     # dtype of the similarity matmul and top-k. float64 (default) reproduces the reference loop to ~1e-12 on
-    # any machine; float32 is ~20% faster but near-ties between neighbours can flip (score changes ~1e-4).
+    # any machine; float32 is at most a few % faster (the top-k dominates) and near-ties can flip (~1e-4).
     dtype: str = "float64"
     max_chunk_bytes: int = 256 * 2**20  # memory budget for one chunk of heads
 
@@ -110,47 +121,55 @@ def mean_predictor_mse(y: torch.Tensor, allowed: torch.Tensor) -> float:
     return float(((pred - y) ** 2).mean())
 
 
-def knn_errors(sim: torch.Tensor, y: torch.Tensor, allowed: torch.Tensor, k_grid: tuple[int, ...],
+def knn_errors(sim: torch.Tensor, y: torch.Tensor, allowed: torch.Tensor | None, k_grid: tuple[int, ...],
                eps: float) -> torch.Tensor:
     """``knn_errors(sim, y, allowed, (10, 20), 1e-8)`` -> (H, len(k_grid)) float64 MSE.
 
-    ``sim`` (H, N, N) cosine similarities (overwritten: disallowed pairs set to -inf);
-    ``y`` (N, A) float64 actions; ``allowed`` (N, N) bool. A frame with fewer than k
-    allowed neighbours uses all of them (their weights beyond that are zero).
+    ``sim`` (H, N, N) cosine similarities; ``allowed`` (N, N) bool, whose False pairs are
+    set to -inf in ``sim`` in place (``None``: already done); ``y`` (N, A) float64 actions.
+    A frame with fewer than k allowed neighbours uses all of them (the -inf entries that
+    fill its top-k get weight zero).
     """
+    if allowed is not None:
+        sim.masked_fill_(~allowed, float("-inf"))
     n = sim.shape[-1]
     k_max = min(max(k_grid), n)
-    sim.masked_fill_(~allowed, float("-inf"))
     top_sim, top_idx = sim.topk(k_max, dim=-1)  # (H, N, k_max), most similar first
     top_sim = top_sim.to(torch.float64)
     valid = torch.isfinite(top_sim)
     dist = (1.0 - top_sim.masked_fill(~valid, 0.0)).clamp_min(0.0)
     weight = torch.where(valid, 1.0 / (dist + eps), torch.zeros_like(dist))  # (H, N, k_max)
-    # prefix (n_k, k_max): row c sums the first k_grid[c] neighbours (all of them when fewer exist).
-    prefix = (torch.arange(k_max)[None, :] < torch.tensor(k_grid)[:, None]).to(torch.float64)
-    h, n_q, _ = weight.shape
-    sum_w = weight @ prefix.T  # (H, N, n_k)
-    sum_wy = torch.bmm((weight[:, :, None, :] * prefix).reshape(h * n_q, len(k_grid), k_max),
-                       y[top_idx].reshape(h * n_q, k_max, -1)).reshape(h, n_q, len(k_grid), -1)  # (H, N, n_k, A)
-    pred = sum_wy / sum_w[..., None]  # (H, N, n_k, A)
-    return ((pred - y[None, :, None, :]) ** 2).mean(dim=(1, 3))  # (H, n_k)
+    # One top-k serves the whole grid: the sums over the first k neighbours are prefix sums at column k - 1.
+    cols = torch.tensor([min(k, k_max) - 1 for k in k_grid])
+    sum_w = weight.cumsum(dim=-1)[..., cols]  # (H, N, n_k)
+    # Gathering y transposed keeps the k axis innermost, so the product and cumsum run over contiguous memory.
+    sum_wy = (y.T.contiguous()[:, top_idx] * weight).cumsum(dim=-1)[..., cols]  # (A, H, N, n_k)
+    pred = sum_wy / sum_w  # (A, H, N, n_k)
+    return ((pred - y.T[:, None, :, None]) ** 2).mean(dim=(0, 2))  # (H, n_k)
+
+
+# One chunk's (h, N, N) similarity block is read by the top-k right after the matmul writes it; keeping it
+# within a few MiB (last-level cache) measured ~10-20% faster than one big block on a 16 MiB-L3 CPU.
+_CACHE_BYTES = 8 * 2**20
 
 
 def _chunk_heads(n: int, d: int, n_actions: int, k_max: int, config: KNNConfig) -> int:
     elt = torch.finfo(config.torch_dtype).bits // 8
-    per_head = 3 * n * n * elt + n * d * elt + 4 * n * k_max * (n_actions + 1) * 8
-    return max(1, config.max_chunk_bytes // per_head)
+    per_head = 2 * n * n * elt + n * d * elt + 3 * n * k_max * (n_actions + 1) * 8
+    return max(1, min(config.max_chunk_bytes // per_head, _CACHE_BYTES // (n * n * elt)))
 
 
 def knn_head_errors(acts: torch.Tensor, y: torch.Tensor, allowed: torch.Tensor, config: KNNConfig) -> torch.Tensor:
     """(N, H, D) activations -> (H, len(k_grid)) float64 MSE, chunked over heads."""
     n, n_heads, d = acts.shape
     chunk = _chunk_heads(n, d, y.shape[1], min(max(config.k_grid), n), config)
+    bias = torch.zeros(n, n, dtype=config.torch_dtype).masked_fill_(~allowed, float("-inf"))  # (N, N)
     out = []
     for start in range(0, n_heads, chunk):
-        x = unit_rows(acts[:, start : start + chunk].to(config.torch_dtype).transpose(0, 1))  # (h, N, D)
-        sim = torch.bmm(x, x.transpose(1, 2))  # (h, N, N)
-        out.append(knn_errors(sim, y, allowed, config.k_grid, config.eps))
+        x = unit_rows(acts[:, start : start + chunk].transpose(0, 1).to(config.torch_dtype).contiguous())  # (h, N, D)
+        # baddbmm adds the 0/-inf mask in the matmul's own pass instead of a second pass over (h, N, N).
+        sim = torch.baddbmm(bias.expand(x.shape[0], n, n), x, x.transpose(1, 2))  # (h, N, N)
+        out.append(knn_errors(sim, y, None, config.k_grid, config.eps))
     return torch.cat(out, dim=0)
 
 

@@ -10,18 +10,21 @@ action's tokens), and each head's ``hook_z`` is kept at one position:
 - vision heads: the mean over the tower's patch tokens (they see no text).
 
 Frames are taken at keyframes by default (``keyframe`` flag of a frame: gripper flips,
-near-still arm, first/last frame), or all frames. Large runs stream to disk as
-safetensors chunks plus a JSON index (never pickle).
+near-still arm, first/last frame), or all frames. ``out=DIR`` streams each batch to
+disk as it is recorded (``record_stream``: memory bounded by one batch, the folder
+appears only when complete) and returns the recording memory-mapped from there.
 
 Usage::
 
     acts = record_heads(vla, frames, RecordConfig(towers=("llm",), position="first_action"))
     scores = acts.knn_scores()
     acts.save("runs/acts"); again = HeadActivations.load("runs/acts")
+    big = record_heads(vla, frames, out="runs/acts-big")  # streamed; same object, memory-mapped
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -84,12 +87,10 @@ class HeadActivations:
     def knn_scores(self, config=None, probe: str | None = None):
         """kNN-regression scores of every recorded head (towers merged into one ``HeadScores``)."""
         from .knn import KNNConfig, knn_scores
-        from .scores import HeadScores
 
-        config = config or KNNConfig()
-        parts = [knn_scores(self.flat(t), self.actions, self.episodes, self.heads(t), frames=self.frames, config=config,
-                            probe=probe, layout=self.layout, fingerprint=self.fingerprint) for t in self.acts]
-        return parts[0] if len(parts) == 1 else HeadScores.merge(*parts)
+        # One call over the {tower: (N, L, H, D)} dict: merging per-tower scores would repeat their columns.
+        return knn_scores(dict(self.acts), self.actions, self.episodes, frames=self.frames, config=config or KNNConfig(),
+                          probe=probe, layout=self.layout, fingerprint=self.fingerprint)
 
     # --- files ----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -110,14 +111,24 @@ class HeadActivations:
 
     @classmethod
     def load(cls, directory: str | Path) -> "HeadActivations":
+        """``HeadActivations.load(dir)``: a folder of ``save`` or of a streamed recording (``record_heads(out=)``)."""
         from safetensors.torch import load_file
 
         from ..models.checkpoint_io import read_json
 
         directory = Path(directory)
+        if not (directory / "index.json").is_file() and any(directory.glob("acts.*.npy")):
+            raise ValueError(f"{directory} is an incomplete streamed recording (no index.json): the recording was "
+                             "interrupted; record again")
         meta = read_json(directory / "index.json", "activation index")
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{directory}/index.json has format_version {meta.get('format_version')}; expected {FORMAT_VERSION}")
+        if meta.get("storage") is not None:
+            from .record_stream import STORAGE, load_streamed
+
+            if meta["storage"] != STORAGE:
+                raise ValueError(f"{directory}/index.json has unknown storage {meta['storage']!r}")
+            return load_streamed(directory, meta)
         path = directory / "activations.safetensors"
         if not path.is_file():
             raise FileNotFoundError(f"activations not found: {path}")
@@ -171,11 +182,12 @@ def teacher_forced_batch(vla, frames: Sequence[Mapping[str, Any]], unnorm_key: s
 
 @torch.no_grad()
 def record_heads(vla, frames: Sequence[Mapping[str, Any]], config: RecordConfig = RecordConfig(),
-                 progress: bool = True) -> HeadActivations:
+                 progress: bool = True, out: str | Path | None = None) -> HeadActivations:
     """``record_heads(vla, frames)`` -> ``HeadActivations`` at keyframes, for the configured towers and position.
 
     ``frames``: mappings with ``image`` (uint8 HxWx3), ``instruction``, ``action`` (raw A-dim), ``episode``,
-    ``step`` (or ``frame``), optionally ``proprio`` and ``keyframe``.
+    ``step`` (or ``frame``), optionally ``proprio`` and ``keyframe``. With ``out``, each batch is written to
+    that folder as it is recorded (see ``record_stream``) and the result is loaded back memory-mapped.
     """
     from tqdm.auto import tqdm
 
@@ -187,24 +199,35 @@ def record_heads(vla, frames: Sequence[Mapping[str, Any]], config: RecordConfig 
     if not chosen:
         raise ValueError("no frames to record")
     names = [n for t in config.towers for n in vla.hook_names(["hook_z"], [t]) if points.active(HookSite.parse(n))]
+    targets = {"actions": np.stack([np.asarray(f["action"], dtype=np.float64) for f in chosen]),
+               "episodes": np.asarray([int(f.get("episode", 0)) for f in chosen]),
+               "frames": np.asarray([int(f.get("step", f.get("frame", i))) for i, f in enumerate(chosen)])}
+    meta = {"layout": vla.head_layout, "position": config.position, "fingerprint": vla.fingerprint(),
+            "instructions": [str(f["instruction"]) for f in chosen]}
     per_tower: dict[str, list[torch.Tensor]] = {t: [] for t in config.towers}
-    for start in tqdm(range(0, len(chosen), config.batch_size), disable=not progress, desc="recording heads"):
-        part = chosen[start : start + config.batch_size]
-        tb = teacher_forced_batch(vla, part, config.unnorm_key)
-        _, cache = vla.run_with_cache(**tb["inputs"], names_filter=names)
-        for tower in config.towers:
-            layers = [HookSite.parse(n).layer for n in names if n.startswith(f"{tower}.")]
-            z = torch.stack([cache[hook_name(tower, l, "hook_z")] for l in layers], dim=1)  # (B, L, S, H, D)
-            per_tower[tower].append(_pick(z, tower, tb, config.position, vla).float())
-    acts = {t: torch.cat(v) for t, v in per_tower.items()}
-    return HeadActivations(
-        acts=acts,
-        actions=np.stack([np.asarray(f["action"], dtype=np.float64) for f in chosen]),
-        episodes=np.asarray([int(f.get("episode", 0)) for f in chosen]),
-        frames=np.asarray([int(f.get("step", f.get("frame", i))) for i, f in enumerate(chosen)]),
-        layout=vla.head_layout, position=config.position, fingerprint=vla.fingerprint(),
-        instructions=[str(f["instruction"]) for f in chosen],
-    )
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if out is not None:
+            from .record_stream import HeadActivationsWriter
+
+            writer = stack.enter_context(HeadActivationsWriter(out, **targets, **meta))
+        for start in tqdm(range(0, len(chosen), config.batch_size), disable=not progress, desc="recording heads"):
+            part = chosen[start : start + config.batch_size]
+            tb = teacher_forced_batch(vla, part, config.unnorm_key)
+            _, cache = vla.run_with_cache(**tb["inputs"], names_filter=names)
+            batch = {}
+            for tower in config.towers:
+                layers = [HookSite.parse(n).layer for n in names if n.startswith(f"{tower}.")]
+                z = torch.stack([cache[hook_name(tower, l, "hook_z")] for l in layers], dim=1)  # (B, L, S, H, D)
+                batch[tower] = _pick(z, tower, tb, config.position, vla).float()  # (B, L, H, D)
+            if writer is not None:
+                writer.append(batch)
+            else:
+                for tower, x in batch.items():
+                    per_tower[tower].append(x)
+    if out is not None:
+        return HeadActivations.load(out)
+    return HeadActivations(acts={t: torch.cat(v) for t, v in per_tower.items()}, **targets, **meta)
 
 
 def _pick(z: torch.Tensor, tower: str, tb: dict, position: str, vla) -> torch.Tensor:
