@@ -1,11 +1,24 @@
-"""Per-head trainable deltas on attention weights, through ``torch.nn.utils.parametrize``.
+"""Per-head trainable deltas on attention projections, applied to the projections' outputs.
 
 Finetuning a set of heads means training only their slices of the attention
-projections. Each selected slice gets its own delta parameter, and the affected
-weight is re-parametrised as ``W -> W`` with ``delta`` added to the selected rows or columns:
-the modules stay ``nn.Linear`` (so hooks see what the adapted model computes), the
-base weight is kept frozen, and every entry outside the selected slices is copied
-unchanged, bit for bit.
+projections. Each selected slice gets its own delta parameter; a forward hook on the
+projection (an ``nn.Linear``) adds only the selected heads' contributions to what the
+frozen base layer computed:
+
+- rows of the weight (query, key, value): ``y[..., rows] += x @ Δᵀ`` with ``Δ`` of shape
+  ``(hd, in)``, and ``y[..., rows] += Δb`` for the bias entries;
+- columns of the weight (output projection): ``y += z[..., cols] @ Δᵀ`` with ``Δ`` of
+  shape ``(out, hd)``, ``z`` the projection's input (``hook_z``).
+
+So autograd forms gradients only for the small deltas (never a full-size weight gradient),
+and no adapted copy of a weight is materialised. The base weights are never written while
+the deltas are attached; they stay frozen and bit-identical. The hook is registered first
+among the module's forward hooks (``prepend=True``), so the hook layer (``hooks.py``:
+``hook_q``/``hook_k``/``hook_v`` on the projection outputs, ``hook_attn_out``) sees the
+adapted values, and a ``hook_z`` patch (a pre-hook on the output projection's input) also
+feeds the deltas. What the deltas do not change is ``module.weight``: code that reads weights
+rather than running the modules (e.g. TransformerLens's ``W_O``) sees the base model unless
+the deltas are merged first.
 
 Which slices a head owns (``TowerModules`` from ``models/families`` gives the paths):
 
@@ -21,13 +34,15 @@ Which slices a head owns (``TowerModules`` from ``models/families`` gives the pa
   only amplify rounding noise into it).
 
 Delta keys are canonical strings: ``"llm.L3H1.q"``, ``"llm.L3H1.o"``, ``"dino.L0H2.q_bias"``,
-``"llm.L3KV0.k"``, ``"dino.L3KV0.v_bias"``.
+``"llm.L3KV0.k"``, ``"dino.L3KV0.v_bias"``. Inside the model the deltas are submodules
+``<projection>.weight_head_delta`` / ``<projection>.bias_head_delta`` (so ``vla.parameters()``,
+the optimizer, DDP/FSDP and training checkpoints find them).
 
 Usage::
 
     deltas = HeadDeltas.attach(vla, mask, kv=False)   # base weights untouched, deltas start at zero
     ...train deltas.parameters()...
-    deltas.merge()      # fold into the weights, parametrizations removed
+    deltas.merge()      # fold into the weights, hooks and delta submodules removed
     deltas.unmerge()    # bit-exact base weights back, deltas re-attached
     deltas.remove()     # back to the plain base model
 """
@@ -38,25 +53,31 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
 from ..masks import HeadMask
 from ..models.families.openvla import tower_modules
 
+SUFFIX = "_head_delta"  # submodule name on a projection: "weight_head_delta" or "bias_head_delta"
+
 
 class SliceDelta(nn.Module):
-    """Parametrization adding per-head delta blocks to some rows (``dim=0``) or columns (``dim=1``) of a tensor.
+    """Per-head delta blocks for some rows (``dim=0``) or columns (``dim=1``) of one projection's weight or bias.
 
-    The output is assembled with ``torch.cat`` from untouched pieces of the base tensor (copied
-    bit for bit) and ``base block + delta`` for each selected block.
+    It never forms the adapted tensor during training: :meth:`add_to_output` adds the blocks'
+    contribution to the frozen layer's output. :meth:`folded` (used by ``merge``) is the adapted tensor.
     """
 
     def __init__(self, shape: tuple[int, ...], dim: int, slices: list[tuple[str, int, int]],
                  dtype: torch.dtype, device: torch.device) -> None:
         super().__init__()
+        if len(shape) == 1 and dim != 0:
+            raise ValueError("a bias delta covers entries along dim 0")
         self.dim = dim
         self.length = shape[dim]
+        self.is_bias = len(shape) == 1
         self.spans = sorted((start, size, name) for name, start, size in slices)  # name: ParameterDict key, e.g. "H3_q"
         for (s0, n0, a), (s1, _, b) in zip(self.spans, self.spans[1:]):
             if s0 + n0 > s1:
@@ -66,27 +87,50 @@ class SliceDelta(nn.Module):
             block = list(shape)
             block[dim] = size
             self.deltas[name] = nn.Parameter(torch.zeros(block, dtype=dtype, device=device))
+        # the covered rows/columns on the model's device (moves with .to(); not saved)
+        self.register_buffer("positions", self.index.to(device), persistent=False)
 
     @property
     def index(self) -> torch.Tensor:
-        """The rows/columns covered by the deltas, in ``spans`` order."""
+        """The rows/columns covered by the deltas, in ``spans`` order (on the CPU)."""
         return torch.cat([torch.arange(start, start + size) for start, size, _ in self.spans])
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        pieces, pos = [], 0
-        for start, size, name in self.spans:
-            if start > pos:
-                pieces.append(weight.narrow(self.dim, pos, start - pos))
-            pieces.append(weight.narrow(self.dim, start, size) + self.deltas[name])
-            pos = start + size
-        if pos < self.length:
-            pieces.append(weight.narrow(self.dim, pos, self.length - pos))
-        return torch.cat(pieces, dim=self.dim)
+    def stacked(self) -> torch.Tensor:
+        """The delta blocks concatenated along ``dim`` in ``spans`` order: ``(n*hd, in)``, ``(out, n*hd)`` or ``(n*hd,)``."""
+        blocks = [self.deltas[name] for _, _, name in self.spans]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=self.dim)
+
+    def add_to_output(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``y`` (..., out) of the frozen layer on input ``x`` (..., in), plus this delta's contribution."""
+        delta = self.stacked()
+        if self.is_bias:  # (n*hd,) onto the covered output features
+            return y.index_add(-1, self.positions, delta.to(y.dtype).expand(*y.shape[:-1], -1))
+        if self.dim == 0:  # rows: the covered output features get x @ Δᵀ
+            return y.index_add(-1, self.positions, F.linear(x, delta).to(y.dtype))
+        return y + F.linear(x.index_select(-1, self.positions), delta).to(y.dtype)  # columns: z[..., cols] @ Δᵀ
+
+    def folded(self, base: torch.Tensor) -> torch.Tensor:
+        """The covered slices of ``base`` plus the deltas (what ``merge`` writes back), in ``spans`` order."""
+        return base.index_select(self.dim, self.positions.to(base.device)) + self.stacked().to(base.dtype)
+
+
+def _add_head_deltas(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook of an adapted projection: the frozen output plus the selected heads' contributions."""
+    x = args[0]
+    for tensor in ("weight", "bias"):
+        delta = getattr(module, tensor + SUFFIX, None)
+        if delta is not None:
+            output = delta.add_to_output(x, output)
+    return output
+
+
+def _has_head_deltas(module: nn.Module) -> bool:
+    return any(isinstance(child, SliceDelta) for child in module.children())
 
 
 @dataclass
 class _Site:
-    """One parametrised tensor: ``module.<tensor>`` with its SliceDelta and the canonical key of each block."""
+    """One adapted tensor: ``module.<tensor>`` with its SliceDelta and the canonical key of each block."""
 
     module: nn.Module
     tensor: str  # "weight" or "bias"
@@ -105,6 +149,8 @@ class HeadDeltas:
         self.sites = sites
         self.base_fingerprint = base_fingerprint
         self.merged = False
+        self._handles: list = []
+        self._install()
 
     @classmethod
     def attach(cls, vla: nn.Module, mask: HeadMask, kv: bool = False) -> "HeadDeltas":
@@ -114,8 +160,9 @@ class HeadDeltas:
                              f"{vla.head_layout.to_dict()}")
         if not mask.heads:
             raise ValueError("the head mask selects no heads: nothing to train")
-        if any(parametrize.is_parametrized(m) for m in vla.modules()):
-            raise ValueError("this model already has parametrized weights (an adapter is attached); use a fresh model")
+        if any(parametrize.is_parametrized(m) or isinstance(m, SliceDelta) for m in vla.modules()):
+            raise ValueError("this model already has parametrized weights or head deltas (an adapter is attached); "
+                             "use a fresh model")
         fingerprint = vla.fingerprint()
         plan: dict[tuple[int, str, int], tuple[nn.Module, list[tuple[str, str, int, int]]]] = {}
 
@@ -148,9 +195,24 @@ class HeadDeltas:
         for (_, tensor, dim), (module, blocks) in plan.items():
             base = getattr(module, tensor)
             delta = SliceDelta(tuple(base.shape), dim, [(pk, s, n) for _, pk, s, n in blocks], base.dtype, base.device)
-            parametrize.register_parametrization(module, tensor, delta)
             sites.append(_Site(module, tensor, delta, {key: pk for key, pk, _, _ in blocks}))
         return cls(vla, mask, kv, sites, fingerprint)
+
+    def _install(self) -> None:
+        """Register the deltas as submodules of their projections and hook each projection once."""
+        modules: dict[int, nn.Module] = {}
+        for site in self.sites:
+            site.module.register_module(site.tensor + SUFFIX, site.delta)
+            modules[id(site.module)] = site.module
+        # prepend: the deltas act before any other forward hook (hook_q, hook_attn_out) reads the output
+        self._handles = [m.register_forward_hook(_add_head_deltas, prepend=True) for m in modules.values()]
+
+    def _uninstall(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        for site in self.sites:
+            delattr(site.module, site.tensor + SUFFIX)
 
     # --- parameters ------------------------------------------------------------------------
     def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
@@ -187,13 +249,15 @@ class HeadDeltas:
     # --- merge / unmerge / remove ---------------------------------------------------------------
     @torch.no_grad()
     def merge(self) -> None:
-        """Fold the deltas into the weights and remove the parametrizations (the base slices are kept for ``unmerge``)."""
+        """Fold the deltas into the weights and detach them (the base slices are kept for ``unmerge``)."""
         if self.merged:
             return
         for site in self.sites:
-            original = site.module.parametrizations[site.tensor].original
-            site.base_slice = original.index_select(site.delta.dim, site.delta.index.to(original.device)).clone()
-            parametrize.remove_parametrizations(site.module, site.tensor, leave_parametrized=True)
+            base = getattr(site.module, site.tensor)
+            index = site.delta.positions.to(base.device)
+            site.base_slice = base.index_select(site.delta.dim, index)
+            base.index_copy_(site.delta.dim, index, site.delta.folded(base))
+        self._uninstall()
         self.merged = True
 
     @torch.no_grad()
@@ -203,14 +267,13 @@ class HeadDeltas:
             return
         for site in self.sites:
             weight = getattr(site.module, site.tensor)
-            weight.index_copy_(site.delta.dim, site.delta.index.to(weight.device), site.base_slice)
+            weight.index_copy_(site.delta.dim, site.delta.positions.to(weight.device), site.base_slice)
             site.base_slice = None
-            parametrize.register_parametrization(site.module, site.tensor, site.delta)
+        self._install()
         self.merged = False
 
     def remove(self) -> None:
         """Detach the deltas: the model is the plain base model again (bit-exact)."""
         self.unmerge()
-        for site in self.sites:
-            parametrize.remove_parametrizations(site.module, site.tensor, leave_parametrized=False)
+        self._uninstall()
         self.sites = []
