@@ -101,8 +101,12 @@ def test_pretrain_collects_and_trains_the_default_shape(tmp_path):
     from robosteer.sim.dataset import DemoDataset
 
     assert len(DemoDataset(out / "demos" / "clean").tasks) > 0 and len(DemoDataset(out / "demos" / "noisy").tasks) > 0
-    assert sorted(set(DemoDataset(out / "demos" / "clean").tasks)) == ["lift/base", "place/base", "push/base"]
+    clean = DemoDataset(out / "demos" / "clean")
+    assert sorted(set(clean.tasks)) == ["lift/base", "place/base", "push/base"]
+    assert clean.states is not None and clean.states.shape == (len(clean), 6)  # privileged targets for the aux loss
+    assert "aux_loss" in json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     vla = load_vla(out / "final")
+    assert not any("aux_state_head" in name for name in vla.state_dict())  # shipped without the read-out
     assert vla.head_layout.shape("llm") == (DEFAULT_SHAPE["llm_layers"], DEFAULT_SHAPE["llm_heads"])
     assert "robosteer_sim" in vla.config.norm_stats and vla.config.proprio_dim == 7
     # running the same command again reuses the demos and finds the run finished

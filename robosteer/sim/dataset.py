@@ -42,6 +42,7 @@ class DemoDataset(FrameDataset):
             tasks=steps["task"],
         )
         self.success = np.asarray(steps["success"], dtype=bool)
+        self.states = steps.get("state")  # (N, 6) privileged target/goal positions, or None (older demos)
         self.phases = steps["phase"]
         self._images: dict[int, np.ndarray] = {}
 

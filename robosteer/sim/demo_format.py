@@ -4,7 +4,7 @@ A dataset folder holds::
 
     meta.json                  format version, image size, camera, tasks, counts, statistics
     dataset_statistics.json    the same statistics alone, in OpenVLA's layout
-    steps.parquet              one row per step (see STEP_COLUMNS)
+    steps.parquet              one row per step (see STEP_COLUMNS; optional "state" column)
     episodes.parquet           one row per episode (see EPISODE_COLUMNS)
     images/episode_000000.npy  (T, H, W, 3) uint8 agentview images of one episode
 
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .env import ACTION_NAMES, PROPRIO_NAMES
+from .expert import STATE_NAMES
 from .keyframes import KEYFRAME_NAMES, keyframe_flags
 from .rollout import Episode
 from .statistics import dataset_statistics
@@ -32,6 +33,7 @@ STEP_COLUMNS: tuple[str, ...] = (
     "episode", "step", "task", "family", "variation", "seed", "instruction",
     "action", "proprio", *KEYFRAME_NAMES, "phase", "success",
 )  # fmt: skip
+STATE_COLUMN = "state"  # optional (N, 6) privileged target/goal positions (expert.STATE_NAMES), for auxiliary targets
 EPISODE_COLUMNS: tuple[str, ...] = ("episode", "task", "family", "variation", "seed", "instruction", "success", "length", "image_file")
 
 
@@ -60,6 +62,7 @@ class DemoWriter:
         self.episodes: list[dict] = []
         self._actions: list[np.ndarray] = []
         self._proprio: list[np.ndarray] = []
+        self._with_state: bool | None = None  # every episode has states, or none does
 
     def __enter__(self) -> "DemoWriter":
         return self
@@ -78,6 +81,11 @@ class DemoWriter:
         flags = keyframe_flags(episode.actions)
         task = episode.task
         phases = episode.phases or [""] * episode.length
+        with_state = episode.states is not None
+        if self._with_state is None:
+            self._with_state = with_state
+        elif self._with_state != with_state:
+            raise ValueError("DemoWriter.add: either every episode carries privileged states or none does")
         for t in range(len(episode.actions)):
             self.steps.append(
                 {
@@ -85,6 +93,7 @@ class DemoWriter:
                     "variation": task.variation, "seed": episode.seed, "instruction": episode.instruction,
                     "action": episode.actions[t].tolist(), "proprio": episode.proprio[t].tolist(),
                     **{k: bool(v[t]) for k, v in flags.items()}, "phase": phases[t], "success": episode.success,
+                    **({STATE_COLUMN: episode.states[t].tolist()} if with_state else {}),
                 }
             )  # fmt: skip
         self.episodes.append(
@@ -109,7 +118,8 @@ class DemoWriter:
         schema = pa.schema(
             [("episode", pa.int32()), ("step", pa.int32()), ("task", pa.string()), ("family", pa.string()),
              ("variation", pa.string()), ("seed", pa.int64()), ("instruction", pa.string()), ("action", vec),
-             ("proprio", vec), *[(k, pa.bool_()) for k in KEYFRAME_NAMES], ("phase", pa.string()), ("success", pa.bool_())]
+             ("proprio", vec), *[(k, pa.bool_()) for k in KEYFRAME_NAMES], ("phase", pa.string()), ("success", pa.bool_()),
+             *([(STATE_COLUMN, pa.list_(pa.float32(), len(STATE_NAMES)))] if self._with_state else [])]
         )  # fmt: skip
         pq.write_table(pa.Table.from_pylist(self.steps, schema=schema), self.root / "steps.parquet")
         pq.write_table(pa.Table.from_pylist(self.episodes), self.root / "episodes.parquet")
@@ -126,6 +136,7 @@ class DemoWriter:
             "action_space": "OSC_POSE delta, normalised to [-1, 1]; gripper -1 open, +1 close",
             "proprio_names": list(PROPRIO_NAMES),
             "keyframe_names": list(KEYFRAME_NAMES),
+            **({"state_names": list(STATE_NAMES)} if self._with_state else {}),
             "tasks": tasks,
             "num_episodes": len(self.episodes),
             "num_steps": len(self.steps),
@@ -183,7 +194,7 @@ def _vectors(table, path: Path, name: str, width: int) -> np.ndarray:
 
 
 def read_steps(root) -> dict:
-    """steps.parquet as NumPy arrays: episode, step, action (N, 7), proprio (N, 7), flags, strings."""
+    """steps.parquet as NumPy arrays: episode, step, action (N, 7), proprio (N, 7), flags, strings, state (N, 6) if any."""
     path = Path(root) / "steps.parquet"
     table = _read_table(path, STEP_COLUMNS)
     out = {name: table.column(name).to_numpy() for name in ("episode", "step", "seed", *KEYFRAME_NAMES, "success")}
@@ -191,6 +202,8 @@ def read_steps(root) -> dict:
     out["proprio"] = _vectors(table, path, "proprio", len(PROPRIO_NAMES))
     for name in ("task", "instruction", "phase"):
         out[name] = table.column(name).to_pylist()
+    if STATE_COLUMN in table.column_names:
+        out[STATE_COLUMN] = _vectors(table, path, STATE_COLUMN, len(STATE_NAMES))
     return out
 
 

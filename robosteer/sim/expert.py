@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .predicates import TABLE_TOP_Z, WorldState
-from .scene import DIRECTIONS, SceneSpec
+from .scene import DIRECTIONS, PUSH_DISTANCE, SceneSpec
 
 OPEN, CLOSE = -1.0, 1.0
 SATURATION = 0.025  # metres of error at which an axis command reaches +-1 (1.0 ~ 2 cm per 10 Hz step)
@@ -157,6 +157,33 @@ def expert_action(scene: SceneSpec, world: WorldState) -> tuple[np.ndarray, str]
     action, phase = EXPERTS[scene.task.family](scene, world)
     action[3:6] = _hold_orientation(world.eef_rotvec)
     return np.clip(action, -1.0, 1.0).astype(np.float32), phase
+
+
+def task_goal(scene: SceneSpec, world: WorldState) -> np.ndarray:
+    """(3,) where the named object should end up: lifted above its start, on the plate, pushed, or on the support."""
+    half = scene.objects[0].half_size
+    start = np.array([*world.start_xy[0], TABLE_TOP_Z + half])
+    family = scene.task.family
+    if family == "lift":
+        return start + [0.0, 0.0, LIFT_Z - TABLE_TOP_Z]
+    if family == "place":
+        return np.array([*scene.plates[0].xy, TABLE_TOP_Z + half])
+    if family == "push":
+        return start + [0.0, DIRECTIONS[scene.direction] * PUSH_DISTANCE, 0.0]
+    s = scene.index("support")
+    return world.object_pos[s] + [0.0, 0.0, scene.objects[s].half_size + half]
+
+
+def privileged_state(scene: SceneSpec, world: WorldState) -> np.ndarray:
+    """(6,) float32: the named object's centre and its goal (world frame, metres); see STATE_NAMES.
+
+    Recorded with demonstrations for auxiliary training targets only (the pretraining recipe
+    predicts them from the policy's hidden state); a policy never receives them as input.
+    """
+    return np.concatenate([world.object_pos[0], task_goal(scene, world)]).astype(np.float32)
+
+
+STATE_NAMES = ("target_x", "target_y", "target_z", "goal_x", "goal_y", "goal_z")
 
 
 class ScriptedExpert:

@@ -29,6 +29,7 @@ class Frame:
     episode: int
     step: int
     task: str
+    state: np.ndarray | None = None  # (6,) privileged target/goal positions (sim.expert.STATE_NAMES), if recorded
 
     def as_record(self) -> dict:
         """The mapping the head recorders and probe builders take (one ``keyframe`` flag: any kind)."""
@@ -48,6 +49,7 @@ class FrameDataset:
         self.keyframes = {k: np.asarray(keyframes[k], dtype=bool) for k in KEYFRAME_NAMES}  # name -> (N,)
         self.instructions = list(instructions)  # (N,) str
         self.tasks = list(tasks)  # (N,) str
+        self.states: np.ndarray | None = None  # (N, 6) privileged state, when the source has it (training targets only)
         n = len(self.actions)
         for name, values in (("episode", self.episode_index), ("step", self.step_index), ("proprio", self.proprio)):
             if len(values) != n:
@@ -79,6 +81,7 @@ class FrameDataset:
             episode=int(self.episode_index[i]),
             step=int(self.step_index[i]),
             task=self.tasks[i],
+            state=None if self.states is None else self.states[i],
         )
 
     @property

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .expert import privileged_state
 from .tasks import Task, get_family
 
 
@@ -29,6 +30,7 @@ class Episode:
     proprio: np.ndarray | None = None  # (T, 7) float32
     actions: np.ndarray | None = None  # (T, 7) float32, the policy's (clean) actions
     phases: list[str] = field(default_factory=list)  # expert phase per step, when known
+    states: np.ndarray | None = None  # (T, 6) float32 privileged target/goal positions (expert.STATE_NAMES), when recorded
 
 
 def _check_action(action) -> np.ndarray:
@@ -65,7 +67,8 @@ def run_episode(
     if hasattr(policy, "reset"):
         policy.reset()
     noise_rng = np.random.default_rng([int(seed), 0xA11CE])
-    images, proprio, actions, phases = [], [], [], []
+    images, proprio, actions, phases, states = [], [], [], [], []
+    has_state = record and hasattr(env, "world_state") and hasattr(env, "scene")
     success = False
     steps = 0
     while steps < horizon:
@@ -75,6 +78,8 @@ def run_episode(
             proprio.append(obs.proprio)
             actions.append(action)
             phases.append(getattr(policy, "phase", ""))
+            if has_state:
+                states.append(privileged_state(env.scene, env.world_state()))
         if frames is not None:
             frames.append(obs.image)
         executed = action.astype(np.float64)
@@ -92,4 +97,5 @@ def run_episode(
         episode.images = np.stack(images) if images[0] is not None else None
         episode.proprio = np.stack(proprio).astype(np.float32)
         episode.actions = np.stack(actions).astype(np.float32)
+        episode.states = np.stack(states) if has_state else None
     return episode

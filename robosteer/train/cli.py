@@ -69,6 +69,8 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup-steps", type=int, default=500)
     p.add_argument("--label-smoothing", type=float, default=1.0)
+    p.add_argument("--aux-weight", type=float, default=1.0,
+                   help="weight of the auxiliary object/goal position targets (0: behaviour cloning only)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -148,8 +150,8 @@ def pretrain_command(args: argparse.Namespace) -> int:
     config = PretrainConfig(out_dir=args.out, split=args.split, episodes=args.episodes,
                             noisy_episodes=args.noisy_episodes, action_noise=args.action_noise, workers=args.workers,
                             steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-                            label_smoothing=args.label_smoothing, augment=not args.no_augment, seed=args.seed,
-                            progress=not args.no_progress)
+                            label_smoothing=args.label_smoothing, aux_weight=args.aux_weight,
+                            augment=not args.no_augment, seed=args.seed, progress=not args.no_progress)
     path = pretrain(config)
     print(f"default policy written to {path}")
     return 0

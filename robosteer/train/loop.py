@@ -92,11 +92,15 @@ def seed_everything(seed: int) -> None:
 
 
 def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strategy, config: TrainConfig, *,
-          stop_after: int | None = None, accelerator: Any = None) -> TrainResult:
+          stop_after: int | None = None, accelerator: Any = None, auxiliary: Any = None) -> TrainResult:
     """``train(vla, frames, strategy, config)`` -> :class:`TrainResult`; ``vla`` is modified in place.
 
     ``stop_after`` ends this call after that many total steps (writing a checkpoint there),
     e.g. for time-sliced jobs; a later call with ``config.resume`` continues the same run.
+    ``auxiliary`` (optional) is a callable ``auxiliary(frames, batch) -> scalar loss`` evaluated
+    after each forward pass and added to the action loss (e.g. ``pretrain``'s state targets,
+    whose parameters live in a submodule of ``vla`` so they train and checkpoint with it);
+    its value is logged as ``aux_loss``.
     """
     frames = as_frames(frames)
     accelerator = accelerator or make_accelerator(config)
@@ -152,6 +156,7 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
             batch = builder.collate(global_frames[rank * local:(rank + 1) * local],
                                     seeds=[(config.seed, step, rank * local + j) for j in range(local)],
                                     pad_to=max(builder.length(f) for f in global_frames)).to(accelerator.device)
+            local_frames = global_frames[rank * local:(rank + 1) * local]
             logits = model(**batch.model_inputs()).logits  # (b, S, V)
             loss_sum = action_loss(logits, batch.labels, vla.n_prefix, vla.action_tokenizer,
                                    sigma=config.label_smoothing, reduction="sum")
@@ -163,7 +168,15 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
             loss_value = total_loss / n_tokens
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(_stop_message("loss", loss_value, step, last_ckpt))
-            accelerator.backward(loss_sum * world / n_tokens)
+            objective = loss_sum * world / n_tokens
+            aux_value = None
+            if auxiliary is not None:
+                aux = auxiliary(local_frames, batch)
+                aux_value = float(accelerator.reduce(aux.detach().float()[None], reduction="mean"))
+                if not math.isfinite(aux_value):
+                    raise NonFiniteLossError(_stop_message("auxiliary loss", aux_value, step, last_ckpt))
+                objective = objective + aux
+            accelerator.backward(objective)
             grad_norm = float(accelerator.clip_grad_norm_(params, config.grad_clip or math.inf))
             if not math.isfinite(grad_norm):
                 raise NonFiniteLossError(_stop_message("gradient norm", grad_norm, step, last_ckpt))
@@ -177,7 +190,7 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
             if accelerator.is_main_process and (step % config.log_every == 0 or step == config.steps):
                 metrics.write({"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
                                "tokens_per_s": n_seq_tokens / max(time.perf_counter() - t0, 1e-9),
-                               "elapsed_s": elapsed})
+                               "elapsed_s": elapsed, **({} if aux_value is None else {"aux_loss": aux_value})})
             if step % config.ckpt_every == 0 or step == end:
                 last_ckpt = _checkpoint(accelerator, model, optimizer, scheduler, ckpt_root, step, config, strategy,
                                         base_fingerprint, order, len(frames), elapsed)

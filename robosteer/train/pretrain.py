@@ -39,6 +39,7 @@ class PretrainConfig:
     warmup_steps: int = 500
     label_smoothing: float = 1.0  # Gaussian credit to neighbouring action bins (sigma in bins)
     augment: bool = True  # brightness/contrast/saturation jitter; no crop and no hue shift (positions and colours matter)
+    aux_weight: float = 1.0  # auxiliary state targets (train/auxiliary.py) from privileged demo state; 0 turns them off
     seed: int = 0
     progress: bool = True
 
@@ -47,6 +48,8 @@ class PretrainConfig:
             raise ValueError("episodes must be >= 1 and noisy_episodes >= 0")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
+        if self.aux_weight < 0:
+            raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
 
 
 def _collect(tasks, episodes: int, seed: int, noise: float, out: Path, config: PretrainConfig):
@@ -91,6 +94,7 @@ def pretrain(config: PretrainConfig) -> Path:
     from ..models.checkpoint_io import write_json_atomic
     from .config import TrainConfig
     from .loop import train
+    from .auxiliary import StateTargets
     from .strategies import FullStrategy
 
     frames = pretraining_data(config)
@@ -105,6 +109,13 @@ def pretrain(config: PretrainConfig) -> Path:
                             betas=(0.9, 0.95), weight_decay=0.01, seed=config.seed, augment=config.augment,
                             augment_crop_scale=1.0, augment_hue=0.0, label_smoothing=config.label_smoothing,
                             unnorm_key=DATASET_NAME, ckpt_every=500, log_every=50, progress=config.progress)
-    result = train(vla, frames, FullStrategy(), train_cfg)
+    if config.aux_weight > 0:
+        with StateTargets.attached(vla, config.aux_weight, config.seed) as aux:
+            result = train(vla, frames, FullStrategy(), train_cfg, auxiliary=aux)
+        StateTargets.detach(vla)
+        if result.output is not None:  # the read-out is a training device only: save the plain policy
+            vla.save_pretrained(result.output)
+    else:
+        result = train(vla, frames, FullStrategy(), train_cfg)
     log.info("pretraining finished at step %d (loss %.4f): %s", result.step, result.loss, result.output)
     return Path(result.output)
