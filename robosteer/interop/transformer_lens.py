@@ -21,10 +21,10 @@ Hook names map one to one (:func:`tl_hook_name`): ``llm.blocks.3.attn.hook_z`` i
 ``blocks.3.attn.hook_z``, and ``llm.blocks.3.attn.hook_attn_out`` is ``blocks.3.hook_attn_out``.
 
 Adapters are copied with the model: LoRA layers (peft, injected in place) and head deltas
-(``torch.nn.utils.parametrize``) both run inside the bridge, so its activations are the
-adapted model's. TransformerLens's weight views (``W_O``, ``W_Q``, ...) are right under a
-parametrization but not under LoRA (4.3 reads the base weight, and ``W_O`` transposed):
-merge LoRA before exporting for weight-based analyses.
+(forward hooks on the projections that add the selected slices) both run inside the bridge,
+so its activations are the adapted model's. TransformerLens's weight views (``W_O``, ``W_Q``,
+...) read the base weights under either adapter (4.3 also shows ``W_O`` transposed): merge the
+adapter (``HeadDeltas.merge()`` / peft's ``merge_and_unload``) before weight-based analyses.
 
 Usage::
 
