@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "robosteer.train.cli",
     "robosteer.circuits.cli",
     "robosteer.study",
+    "robosteer.study_report",
 )
 
 

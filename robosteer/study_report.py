@@ -1,0 +1,182 @@
+"""Tables, figures and goal checks from a finished (or partly finished) steering study.
+
+``robosteer study`` writes one JSON file per (task, method, seed) cell. This module reads
+them back and answers the study's questions with the numbers it has: target success per task
+and method (episodes pooled over seeds, 95% Wilson interval), success kept on the pretraining
+tasks, trainable parameters, training time and peak memory, and whether each of the issue's
+goals holds. Cells that are missing are reported as missing, never filled in.
+
+Usage::
+
+    report = StudyReport.load("runs/study")
+    print(report.markdown())
+    report.figure().write_html("docs/results_success.html")
+    robosteer study-report runs/study --out docs/results_study.md --html docs/results_success.html
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .sim.evaluate import wilson_interval
+
+METHOD_ORDER = ("zero-shot", "lora", "lora-matched", "heads-knn", "heads-attribution", "random-heads", "full")
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """Successes pooled over seeds (and tasks, for means), with the 95% Wilson interval."""
+
+    successes: int
+    episodes: int
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.episodes if self.episodes else float("nan")
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return wilson_interval(self.successes, self.episodes) if self.episodes else (float("nan"), float("nan"))
+
+    def cell(self) -> str:
+        if not self.episodes:
+            return "—"
+        low, high = self.ci95
+        return f"{self.rate:.2f} [{low:.2f}, {high:.2f}] ({self.successes}/{self.episodes})"
+
+
+def _pool(summaries) -> Pooled:
+    return Pooled(sum(int(s["successes"]) for s in summaries), sum(int(s["episodes"]) for s in summaries))
+
+
+class StudyReport:
+    """The cells of one study folder; see the module docstring."""
+
+    def __init__(self, cells: list[dict]) -> None:
+        if not cells:
+            raise ValueError("the study has no finished cells yet")
+        self.cells = cells
+        self.tasks = sorted({c["task"] for c in cells})
+        present = {c["method"] for c in cells}
+        self.methods = [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+        self.seeds = sorted({c["seed"] for c in cells})
+
+    @classmethod
+    def load(cls, study_dir: str | Path) -> "StudyReport":
+        """Read every finished cell under ``study_dir/cells`` (JSON only)."""
+        root = Path(study_dir) / "cells"
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root} not found: {study_dir} is not a study folder (run `robosteer study`)")
+        return cls([json.loads(p.read_text()) for p in sorted(root.rglob("seed*.json"))])
+
+    def _cells(self, task: str | None = None, method: str | None = None) -> list[dict]:
+        return [c for c in self.cells if (task is None or c["task"] == task) and (method is None or c["method"] == method)]
+
+    def target(self, method: str, task: str | None = None) -> Pooled:
+        """Target-task success of a method, pooled over seeds (and over tasks when ``task`` is None)."""
+        return _pool([c["target"] for c in self._cells(task, method)])
+
+    def retention(self, method: str) -> Pooled:
+        """Success on the pretraining tasks after adapting, pooled over tasks, seeds and pretraining tasks."""
+        return _pool([r for c in self._cells(method=method) for r in c["retention"].values()])
+
+    def mean_of(self, method: str, key: str) -> float:
+        values = [float(c[key]) for c in self._cells(method=method)]
+        return sum(values) / len(values) if values else float("nan")
+
+    def missing(self) -> list[tuple[str, str, int]]:
+        have = {(c["task"], c["method"], c["seed"]) for c in self.cells}
+        return [(t, m, s) for t in self.tasks for m in self.methods for s in self.seeds if (t, m, s) not in have]
+
+    # --- the questions -------------------------------------------------------------------
+    def goals(self) -> list[tuple[str, bool | None, str]]:
+        """(goal, met or None when a method is missing, the numbers behind it)."""
+        out: list[tuple[str, bool | None, str]] = []
+
+        def have(*methods: str) -> bool:
+            return all(m in self.methods for m in methods)
+
+        if have("heads-knn", "lora"):
+            a, b = self.target("heads-knn"), self.target("lora")
+            out.append(("mean target success of heads (kNN) >= LoRA r32", a.rate >= b.rate,
+                        f"{a.rate:.3f} vs {b.rate:.3f}"))
+        if have("heads-knn", "random-heads"):
+            a, b = self.target("heads-knn"), self.target("random-heads")
+            out.append(("heads (kNN) > random heads", a.rate > b.rate, f"{a.rate:.3f} vs {b.rate:.3f}"))
+        for other in ("lora", "full"):
+            if have("heads-knn", other):
+                a, b = self.retention("heads-knn"), self.retention(other)
+                out.append((f"heads retains more pretraining success than {other}", a.rate > b.rate,
+                            f"{a.rate:.3f} vs {b.rate:.3f}"))
+        if have("heads-knn", "lora"):
+            pa, pb = self.mean_of("heads-knn", "trainable_params"), self.mean_of("lora", "trainable_params")
+            ta, tb = self.mean_of("heads-knn", "train_seconds"), self.mean_of("lora", "train_seconds")
+            out.append(("heads trains <= 1/20 of LoRA's parameters in less time", pa <= pb / 20 and ta < tb,
+                        f"params ratio {pa / pb:.4f}, time {ta:.0f} s vs {tb:.0f} s"))
+        return out
+
+    def markdown(self) -> str:
+        """The tables and goal checks as Markdown."""
+        lines = [f"Seeds: {', '.join(map(str, self.seeds))}. Success = successes / episodes pooled over seeds, "
+                 "with the 95% Wilson interval.", "", "### Target success per task", "",
+                 "| task | " + " | ".join(self.methods) + " |", "|---" * (len(self.methods) + 1) + "|"]
+        for task in self.tasks:
+            lines.append(f"| {task} | " + " | ".join(self.target(m, task).cell() for m in self.methods) + " |")
+        lines.append("| **all tasks** | " + " | ".join(self.target(m).cell() for m in self.methods) + " |")
+        lines += ["", "### Retention and cost (means over cells)", "",
+                  "| method | success kept on pretraining tasks | trainable params | train s | peak RSS MB |",
+                  "|---|---|---|---|---|"]
+        for m in self.methods:
+            lines.append(f"| {m} | {self.retention(m).cell()} | {self.mean_of(m, 'trainable_params'):,.0f} | "
+                         f"{self.mean_of(m, 'train_seconds'):.0f} | {self.mean_of(m, 'peak_rss_mb'):.0f} |")
+        lines += ["", "### Goals", "", "| goal | met | numbers |", "|---|---|---|"]
+        for goal, met, numbers in self.goals():
+            lines.append(f"| {goal} | {'yes' if met else 'no'} | {numbers} |")
+        missing = self.missing()
+        if missing:
+            lines += ["", f"Missing cells ({len(missing)}): " + ", ".join(f"{t}/{m}/seed{s}" for t, m, s in missing)]
+        return "\n".join(lines) + "\n"
+
+    def figure(self):
+        """Plotly grouped bars: target success per task and method with 95% intervals."""
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        for m in self.methods:
+            pooled = [self.target(m, t) for t in self.tasks]
+            rates = [p.rate for p in pooled]
+            fig.add_bar(name=m, x=self.tasks, y=rates,
+                        error_y=dict(type="data", symmetric=False,
+                                     array=[p.ci95[1] - p.rate for p in pooled],
+                                     arrayminus=[p.rate - p.ci95[0] for p in pooled]),
+                        customdata=[[p.successes, p.episodes] for p in pooled],
+                        hovertemplate=f"{m}<br>%{{x}}: %{{y:.2f}} (%{{customdata[0]}}/%{{customdata[1]}})<extra></extra>")
+        fig.update_layout(barmode="group", yaxis=dict(title="target success", range=[0, 1]),
+                          title="Few-shot adaptation: target success (95% Wilson intervals)", template="plotly_white")
+        return fig
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("study-report", help="tables, goal checks and a plotly figure from a study folder")
+    p.add_argument("study_dir")
+    p.add_argument("--out", help="write the Markdown here (default: print it)")
+    p.add_argument("--html", help="write the interactive success figure here")
+    p.set_defaults(func=_command)
+
+
+def _command(args) -> int:
+    from .atomic import atomic_write_text
+
+    report = StudyReport.load(args.study_dir)
+    text = report.markdown()
+    if args.out:
+        atomic_write_text(args.out, text)
+    else:
+        print(text)
+    if args.html:
+        from .viz import save_html
+
+        save_html(report.figure(), args.html)  # plotly.js embedded: opens offline
+    return 0

@@ -1,0 +1,51 @@
+"""The study report: pooling over seeds, Wilson intervals, goal checks and missing cells, from cell JSON files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from robosteer.study_report import StudyReport
+
+
+def write_cell(root, task, method, seed, successes, episodes=10, kept=(5, 10), params=1000, seconds=10.0):
+    path = root / "cells" / task.replace("/", "_") / method / f"seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary = lambda k, n: {"success": k / n, "ci95": [0, 1], "successes": k, "episodes": n}  # noqa: E731
+    path.write_text(json.dumps({"task": task, "method": method, "seed": seed, "target": summary(successes, episodes),
+                                "retention": {"lift/base": summary(*kept)}, "trainable_params": params,
+                                "train_seconds": seconds, "peak_rss_mb": 500.0, "heads": [], "settings": {}}))
+
+
+def test_pooling_goals_and_missing_cells(tmp_path):
+    for seed in (0, 1):
+        write_cell(tmp_path, "lift/novel_color", "heads-knn", seed, 6, kept=(9, 10), params=100, seconds=5)
+        write_cell(tmp_path, "lift/novel_color", "lora", seed, 4, kept=(6, 10), params=10000, seconds=9)
+        write_cell(tmp_path, "lift/novel_color", "random-heads", seed, 7, params=100)
+    write_cell(tmp_path, "lift/paraphrase", "lora", 0, 1)
+    report = StudyReport.load(tmp_path)
+    assert report.target("heads-knn", "lift/novel_color").successes == 12
+    assert report.target("heads-knn").episodes == 20 and report.target("lora").episodes == 30
+    assert report.target("lora").rate == pytest.approx(9 / 30)
+    low, high = report.target("heads-knn").ci95
+    assert 0.38 < low < 0.6 < high < 0.8
+    goals = {g: (met, numbers) for g, met, numbers in report.goals()}
+    assert goals["mean target success of heads (kNN) >= LoRA r32"][0] is True
+    assert goals["heads (kNN) > random heads"][0] is False  # 0.60 vs 0.70: reported as not met
+    assert goals["heads retains more pretraining success than lora"][0] is True
+    assert goals["heads trains <= 1/20 of LoRA's parameters in less time"][0] is True
+    assert "heads retains more pretraining success than full" not in goals  # no full cells: no verdict
+    text = report.markdown()
+    assert "Missing cells (5)" in text and "lift/paraphrase/heads-knn/seed0" in text
+    assert "0.60 [" in text and "(12/20)" in text
+    fig = report.figure()
+    assert [bar.name for bar in fig.data] == ["lora", "heads-knn", "random-heads"]
+
+
+def test_an_empty_or_wrong_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a study folder"):
+        StudyReport.load(tmp_path)
+    (tmp_path / "cells").mkdir()
+    with pytest.raises(ValueError, match="no finished cells"):
+        StudyReport.load(tmp_path)
