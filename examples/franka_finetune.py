@@ -6,7 +6,7 @@ all-linear) on the same data and schedule, then evaluates zero-shot, heads and L
 closed loop on the same evaluation seeds. Prints a results table with 95% Wilson intervals
 and writes the head-map HTML, the head mask and a results JSON.
 
-    .venv/bin/python examples/franka_finetune.py                       # defaults: lift/novel_color
+    .venv/bin/python examples/franka_finetune.py                       # defaults: push/paraphrase
     .venv/bin/python examples/franka_finetune.py --task lift --variation paraphrase --out runs/demo
 """
 
@@ -28,8 +28,10 @@ def parse_args() -> argparse.Namespace:
     heldout = [str(t) for t in get_split("default").heldout]
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="held-out adaptation tasks: " + ", ".join(heldout))
-    p.add_argument("--task", default="lift", help="task family, or family/variation")
-    p.add_argument("--variation", default="novel_color", help="variation (when --task names only a family)")
+    # push/paraphrase by default: the one family the shipped policy performs (push/base 0.48 closed loop), with a
+    # held-out instruction wording that drops it to 0.15 zero-shot (docs/default_policy.md), so there is room to adapt
+    p.add_argument("--task", default="push", help="task family, or family/variation")
+    p.add_argument("--variation", default="paraphrase", help="variation (when --task names only a family)")
     p.add_argument("--policy", default="default", help="base policy: 'default' or a checkpoint folder")
     p.add_argument("--demos", type=int, default=20, help="expert demonstrations to adapt from")
     p.add_argument("--method", default="knn", choices=("knn", "attribution", "activation", "sav"), help="head scorer")
