@@ -59,7 +59,7 @@ class FinetuneResult:
     policy: Path  # policy.json: base + adapter (or a full checkpoint)
     trainable_params: int
     train_seconds: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # peak resident memory during training (Linux: of this run only; elsewhere: process peak)
     final_loss: float
     heads: list[str] = field(default_factory=list)
 
@@ -80,6 +80,25 @@ def collect_demos(task: str, episodes: int, out: str | Path, seed: int = 0, work
                                        image_size=image_size), out)
         log.info("demonstrations: %s", report.summary())
     return DemoDataset(out)
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux), so the next reading covers one run only."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb(since_reset: bool) -> float:
+    """Peak resident memory in MB: since ``_reset_peak_rss`` on Linux, else of the whole process so far."""
+    if since_reset:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def finetune(base: str | Path, demos, method: str, settings: FinetuneSettings, out: str | Path,
@@ -105,11 +124,11 @@ def finetune(base: str | Path, demos, method: str, settings: FinetuneSettings, o
                          label_smoothing=settings.label_smoothing, seed=settings.seed, augment=True,
                          augment_crop_scale=1.0, augment_hue=0.0, unnorm_key=unnorm_key,
                          ckpt_every=max(50, settings.steps // 4), log_every=max(1, settings.steps // 20), progress=False)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    per_run = _reset_peak_rss()
     t0 = time.perf_counter()
     result = train(vla, demos, strategy, config)
     seconds = time.perf_counter() - t0
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, rss_before) / 1024
+    peak = _peak_rss_mb(per_run)
     n_trainable = count_trainable(vla)
     if method == "full":
         spec = write_policy_file(out / "policy.json", base=result.output)

@@ -39,3 +39,16 @@ def test_finished_cells_are_read_back_not_rerun(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(asdict(done)))
     assert run_cell(config, "lift/novel_color", "zero-shot", 0) == done  # no simulator needed: nothing reruns
+
+
+def test_peak_memory_is_measured_per_run_not_per_process():
+    from robosteer.experiment import _peak_rss_mb, _reset_peak_rss
+
+    if not _reset_peak_rss():
+        pytest.skip("no /proc/self/clear_refs: the peak is the process's")
+    block = bytearray(200 * 2**20)
+    block[::4096] = b"\x01" * len(block[::4096])  # touch every page
+    high = _peak_rss_mb(True)
+    del block
+    assert _reset_peak_rss()
+    assert _peak_rss_mb(True) < high - 150  # the earlier 200 MB peak no longer counts

@@ -49,3 +49,15 @@ def test_an_empty_or_wrong_folder_is_a_clear_error(tmp_path):
     (tmp_path / "cells").mkdir()
     with pytest.raises(ValueError, match="no finished cells"):
         StudyReport.load(tmp_path)
+
+
+def test_goals_compare_only_cells_both_methods_finished(tmp_path):
+    write_cell(tmp_path, "push/paraphrase", "heads-knn", 0, 3)
+    write_cell(tmp_path, "push/paraphrase", "lora", 0, 4)
+    write_cell(tmp_path, "push/camera_shift", "heads-knn", 0, 10)  # lora has no cell here: must not count
+    report = StudyReport.load(tmp_path)
+    assert report.paired("heads-knn", "lora") == [("push/paraphrase", 0)]
+    goals = {g: (met, numbers) for g, met, numbers in report.goals()}
+    met, numbers = goals["mean target success of heads (kNN) >= LoRA r32"]
+    assert met is False and numbers.startswith("0.300 vs 0.400 on 1 task/seed pair")
+    assert report.target("heads-knn").successes == 13  # the table still shows every finished cell
