@@ -61,3 +61,12 @@ def test_goals_compare_only_cells_both_methods_finished(tmp_path):
     met, numbers = goals["mean target success of heads (kNN) >= LoRA r32"]
     assert met is False and numbers.startswith("0.300 vs 0.400 on 1 task/seed pair")
     assert report.target("heads-knn").successes == 13  # the table still shows every finished cell
+
+
+def test_committed_study_tables_regenerate_from_the_committed_cells():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    report = StudyReport.load(docs / "results")
+    assert (docs / "results_study.md").read_text() == report.markdown()
+    assert report.markdown().strip() in (docs / "results.md").read_text()
