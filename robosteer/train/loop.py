@@ -153,10 +153,10 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
         for step in range(start + 1, end + 1):
             t0 = time.perf_counter()
             global_frames = [frames[i] for i in order.batch(step - 1, config.batch_size)]
-            batch = builder.collate(global_frames[rank * local:(rank + 1) * local],
+            local_frames = global_frames[rank * local:(rank + 1) * local]
+            batch = builder.collate(local_frames,
                                     seeds=[(config.seed, step, rank * local + j) for j in range(local)],
                                     pad_to=max(builder.length(f) for f in global_frames)).to(accelerator.device)
-            local_frames = global_frames[rank * local:(rank + 1) * local]
             logits = model(**batch.model_inputs()).logits  # (b, S, V)
             loss_sum = action_loss(logits, batch.labels, vla.n_prefix, vla.action_tokenizer,
                                    sigma=config.label_smoothing, reduction="sum")

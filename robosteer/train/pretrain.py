@@ -86,6 +86,20 @@ def combined_statistics(frames, name: str) -> dict:
                               num_trajectories=int(np.unique(frames.episode_index).size))
 
 
+def _full_without_readout():
+    from .auxiliary import StateTargets
+    from .strategies import FullStrategy
+
+    class FullWithoutReadout(FullStrategy):
+        """``full``, but the final policy is saved without the auxiliary read-out (a training device only)."""
+
+        def save(self, vla, directory):
+            StateTargets.detach(vla)
+            return super().save(vla, directory)
+
+    return FullWithoutReadout()
+
+
 def pretrain(config: PretrainConfig) -> Path:
     """Collect, build the default-shape model and train it; returns the folder of the final policy."""
     from ..models.default import default_config
@@ -111,10 +125,8 @@ def pretrain(config: PretrainConfig) -> Path:
                             unnorm_key=DATASET_NAME, ckpt_every=500, log_every=50, progress=config.progress)
     if config.aux_weight > 0:
         with StateTargets.attached(vla, config.aux_weight, config.seed) as aux:
-            result = train(vla, frames, FullStrategy(), train_cfg, auxiliary=aux)
+            result = train(vla, frames, _full_without_readout(), train_cfg, auxiliary=aux)
         StateTargets.detach(vla)
-        if result.output is not None:  # the read-out is a training device only: save the plain policy
-            vla.save_pretrained(result.output)
     else:
         result = train(vla, frames, FullStrategy(), train_cfg)
     log.info("pretraining finished at step %d (loss %.4f): %s", result.step, result.loss, result.output)
