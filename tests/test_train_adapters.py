@@ -11,6 +11,7 @@ from robosteer.masks import HeadMask
 from robosteer.train import TrainConfig, train
 from robosteer.train.adapters import load_heads_adapter, load_lora_adapter
 from robosteer.train.batches import BatchBuilder
+from robosteer.train.head_deltas import _add_head_deltas
 from robosteer.train.strategies import make_strategy
 
 from .train_helpers import make_frames, single_thread, tiny_train_vla  # noqa: F401 (fixture)
@@ -60,7 +61,10 @@ def test_merge_matches_unmerged_and_unmerge_restores(trained_heads):
     vla = tiny_train_vla()
     base_state = {k: v.clone() for k, v in vla.state_dict().items()}
     deltas = load_heads_adapter(vla, adapter, merge=True)
-    assert not any(".parametrizations." in k for k in vla.state_dict())  # plain weights again
+    assert set(vla.state_dict()) == set(base_state)  # plain weights again: no delta tensors left on the model
+    assert not any(_add_head_deltas in m._forward_hooks.values() for m in vla.modules())  # and no delta hooks
+    changed = [k for k in base_state if not torch.equal(base_state[k], vla.state_dict()[k])]
+    assert changed and all(k.endswith("weight") or k.endswith("bias") for k in changed)  # the merge wrote into them
     torch.testing.assert_close(forward(vla, batch), adapted, rtol=0, atol=1e-5)
     deltas.unmerge()
     assert torch.equal(forward(vla, batch), adapted)
@@ -73,7 +77,12 @@ def test_mismatched_base_model_is_refused(trained_heads):
     other = tiny_train_vla(seed=1)
     with pytest.raises(ValueError, match=f"trained on base model .*fingerprint is {other.fingerprint()}"):
         load_heads_adapter(other, adapter)
-    assert not any(".parametrizations." in k for k in other.state_dict())  # refused before touching it
+    # refused before touching it: same tensors, no delta modules, no hooks
+    fresh = tiny_train_vla(seed=1).state_dict()
+    assert other.state_dict().keys() == fresh.keys()
+    assert torch.equal(torch.cat([v.flatten() for v in other.state_dict().values()]),
+                       torch.cat([v.flatten() for v in fresh.values()]))
+    assert not any(_add_head_deltas in m._forward_hooks.values() for m in other.modules())
 
 
 def test_lora_adapter_roundtrip_and_peft_compatibility(tmp_path):

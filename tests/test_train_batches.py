@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from robosteer.models.vla import IGNORE_INDEX
-from robosteer.train.augment import AugmentConfig, augment_image, hsv_to_rgb, rgb_to_hsv
+from robosteer.train.augment import AugmentConfig, augment_image, hsv_to_rgb, random_shift, rgb_to_hsv
 from robosteer.train.batches import BatchBuilder
 from robosteer.train.loss import action_loss
 from robosteer.train.sampler import DataOrder
@@ -72,6 +72,28 @@ def test_augmentation_identity_settings_and_hsv_roundtrip():
     assert np.abs(same.astype(int) - image.astype(int)).max() <= 1
     x = np.random.default_rng(0).uniform(0, 1, (50, 3)).astype(np.float64)
     np.testing.assert_allclose(hsv_to_rgb(rgb_to_hsv(x)), x, atol=1e-12)
+
+
+def test_random_shift_translates_whole_pixels_and_repeats_the_border():
+    image = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    offsets = set()
+    for seed in range(40):
+        out = random_shift(image, np.random.default_rng(seed), 2)
+        assert out.shape == image.shape and out.dtype == np.uint8
+        # the unshifted image sits in the padded one at (2, 2); recover the offset from the interior
+        padded = np.pad(image, ((2, 2), (2, 2), (0, 0)), mode="edge")
+        found = [(t, l) for t in range(5) for l in range(5) if np.array_equal(padded[t:t + 12, l:l + 12], out)]
+        assert found, "the output is not a whole-pixel translation of the input"
+        offsets.add(found[0])
+    assert len(offsets) > 10  # up to 2 px each way: 25 offsets possible, most of them drawn
+    assert all(0 <= t <= 4 and 0 <= l <= 4 for t, l in offsets)
+    cfg = dict(crop_scale=1.0, brightness=0.0, contrast=(1.0, 1.0), saturation=(1.0, 1.0), hue=0.0)
+    moved = augment_image(image, np.random.default_rng(3), AugmentConfig(shift=3, **cfg))
+    assert not np.array_equal(moved, augment_image(image, np.random.default_rng(3), AugmentConfig(**cfg)))
+    with pytest.raises(ValueError, match="shift"):
+        AugmentConfig(shift=-1)
+    with pytest.raises(ValueError, match="shift"):
+        AugmentConfig(shift=1.5)
 
 
 def test_batch_augmentation_needs_seeds_and_is_reproducible(vla):

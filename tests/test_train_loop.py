@@ -103,6 +103,7 @@ def test_lr_schedule_shapes():
     ("steps", 0, "steps"), ("lr", float("nan"), "lr"), ("schedule", "linear", "schedule"),
     ("warmup_steps", -1, "warmup_steps"), ("betas", (0.9, 1.0), "betas"), ("grad_clip", 0, "grad_clip"),
     ("mixed_precision", "fp8", "mixed_precision"), ("keep_checkpoints", 0, "keep_checkpoints"),
+    ("augment_shift", -1, "augment_shift"), ("augment_shift", 0.5, "augment_shift"),
 ])
 def test_train_config_validation(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -5,7 +5,11 @@ random resized crop (scale 0.9, ratio 1) resized back to the original size, rand
 brightness (+-0.2, additive), contrast (x0.8-1.2 about the per-channel mean), saturation
 (x0.8-1.2) and hue (+-0.05 of a turn). The same operations are implemented here on a
 uint8 (H, W, 3) frame with a caller-supplied ``numpy.random.Generator``, so a given seed
-always gives the same pixels and no torchvision/TensorFlow is needed.
+always gives the same pixels and no torchvision/TensorFlow is needed. One addition that
+OpenVLA does not have, off by default: a random shift of up to ``shift`` pixels (the image
+padded by repeating its border, then cropped back to its size at a random offset; DrQ's
+augmentation), applied first. Unlike the resized crop it keeps the scale, so an unshifted
+evaluation frame is the centre of what training saw.
 
 Usage::
 
@@ -25,6 +29,7 @@ from PIL import Image
 class AugmentConfig:
     """The augmentation ranges (OpenVLA's finetuning defaults)."""
 
+    shift: int = 0  # random translation of up to this many pixels in x and y, border repeated (0 = off)
     crop_scale: float = 0.9  # fraction of the image area kept by the random crop (1.0 = no crop)
     crop_ratio: float = 1.0  # aspect ratio of the crop, relative to the image's own
     brightness: float = 0.2  # additive delta drawn from [-b, b], on [0, 1] pixels
@@ -33,6 +38,8 @@ class AugmentConfig:
     hue: float = 0.05  # shift drawn from [-h, h], in turns of the colour wheel
 
     def __post_init__(self) -> None:
+        if not isinstance(self.shift, int) or isinstance(self.shift, bool) or self.shift < 0:
+            raise ValueError(f"shift must be an int >= 0 (pixels), got {self.shift!r}")
         if not 0.0 < self.crop_scale <= 1.0:
             raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
         if self.crop_ratio <= 0:
@@ -51,6 +58,8 @@ def augment_image(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
     """``augment_image(img, rng)`` -> a new uint8 (H, W, 3) frame; ``rng`` decides every random draw."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"augment_image expects a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+    if cfg.shift:
+        image = random_shift(image, rng, cfg.shift)
     x = random_resized_crop(image, rng, cfg.crop_scale, cfg.crop_ratio).astype(np.float32) / 255.0  # (H, W, 3)
     x = np.clip(x + rng.uniform(-cfg.brightness, cfg.brightness), 0.0, 1.0)
     mean = x.mean(axis=(0, 1), keepdims=True)
@@ -60,6 +69,14 @@ def augment_image(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
     hsv[..., 0] = np.mod(hsv[..., 0] + rng.uniform(-cfg.hue, cfg.hue), 1.0)
     x = hsv_to_rgb(hsv)
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def random_shift(image: np.ndarray, rng: np.random.Generator, shift: int) -> np.ndarray:
+    """Translate by a random whole-pixel offset in [-shift, shift] per axis; uncovered pixels repeat the border."""
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((shift, shift), (shift, shift), (0, 0)), mode="edge")
+    top, left = (int(v) for v in rng.integers(0, 2 * shift + 1, size=2))
+    return padded[top:top + h, left:left + w].copy()
 
 
 def random_resized_crop(image: np.ndarray, rng: np.random.Generator, scale: float, ratio: float) -> np.ndarray:

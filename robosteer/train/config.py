@@ -41,6 +41,7 @@ class TrainConfig:
     ckpt_every: int = 500  # write a checkpoint every this many steps (and at the last step)
     keep_checkpoints: int = 1  # how many of the newest checkpoints to keep
     augment: bool = True  # OpenVLA's image augmentation (random crop, colour jitter)
+    augment_shift: int = 0  # random translation of up to this many pixels before the crop (0 = off; not in OpenVLA)
     augment_crop_scale: float = 0.9  # area kept by the random crop (1.0: no crop, keeps object positions exact)
     augment_hue: float = 0.05  # hue shift range in turns (0: keep colours, e.g. when colour names the target)
     label_smoothing: float = 0.0  # Gaussian smoothing over neighbouring action bins, in bins (0 = off)
@@ -72,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip!r}")
         if not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 1:
             raise ValueError(f"TrainConfig.keep_checkpoints must be >= 1, got {self.keep_checkpoints!r}")
+        if not isinstance(self.augment_shift, int) or isinstance(self.augment_shift, bool) or self.augment_shift < 0:
+            raise ValueError(f"TrainConfig.augment_shift must be an int >= 0 (pixels), got {self.augment_shift!r}")
         if not 0.0 < self.augment_crop_scale <= 1.0 or not 0.0 <= self.augment_hue <= 0.5:
             raise ValueError(f"TrainConfig needs augment_crop_scale in (0, 1] and augment_hue in [0, 0.5], got "
                              f"{self.augment_crop_scale}, {self.augment_hue}")
@@ -92,7 +95,7 @@ def augment_config(cfg: TrainConfig):
     """The image augmentation of a run, or None when it is off."""
     from .augment import AugmentConfig
 
-    return AugmentConfig(crop_scale=cfg.augment_crop_scale, hue=cfg.augment_hue) if cfg.augment else None
+    return AugmentConfig(shift=cfg.augment_shift, crop_scale=cfg.augment_crop_scale, hue=cfg.augment_hue) if cfg.augment else None
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:
