@@ -8,7 +8,10 @@ interruption: rerun the same command and finished cells are skipped.
 
 Methods:
 
-- ``zero-shot``: the base policy as it is;
+- ``zero-shot``: the base policy as it is. It uses no demonstrations and the evaluation
+  seeds do not depend on the study seed, so its result is the same for every seed: it is
+  one cell per task (run under the first seed), and the base policy's retention is
+  measured once per study (``base_retention.json``), not once per cell;
 - ``lora``: LoRA r=32, alpha 16, all-linear (OpenVLA's finetuning default);
 - ``lora-matched``: LoRA with the rank whose trainable count is closest to ``heads``';
 - ``heads-knn`` / ``heads-attribution``: the top-k heads by that scorer;
@@ -109,11 +112,13 @@ def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResu
     if path.is_file():
         return CellResult(**json.loads(path.read_text()))
     work = Path(config.out_dir) / "work" / task.replace("/", "_") / f"seed{seed}"
-    demos = collect_demos(task, config.demos, work / "demos", seed=seed, workers=config.workers)
     settings = FinetuneSettings(steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=seed)
     cell = CellResult(task, method, seed, target={}, settings={**asdict(settings), "demos": config.demos})
     policy = config.policy
-    if method != "zero-shot":
+    if method == "zero-shot":
+        cell.settings = {"demos": 0}
+    else:
+        demos = collect_demos(task, config.demos, work / "demos", seed=seed, workers=config.workers)
         base = load_vla(config.policy)
         scorer = "attribution" if method == "heads-attribution" else "knn"
         found = discover(base, demos, DiscoverConfig(method=scorer, top_k=config.top_k, seed=seed),
@@ -132,10 +137,37 @@ def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResu
         cell.heads = result.heads
     cell.target = _summary(evaluate_policy(policy, [task], config.episodes, config.workers)[task])
     pretrain = [str(t) for t in get_split("default").pretrain]
-    kept = evaluate_policy(policy, pretrain, config.retention_episodes, config.workers)
-    cell.retention = {t: _summary(r) for t, r in kept.items()}
+    if method == "zero-shot":
+        cell.retention = base_retention(config, pretrain)
+    else:
+        kept = evaluate_policy(policy, pretrain, config.retention_episodes, config.workers)
+        cell.retention = {t: _summary(r) for t, r in kept.items()}
     atomic_write_text(path, json.dumps(asdict(cell), indent=2))
     return cell
+
+
+def base_retention(config: StudyConfig, pretrain: list[str]) -> dict:
+    """The base policy's success on the pretraining tasks, measured once per study and kept in ``base_retention.json``."""
+    from .atomic import atomic_write_text
+    from .experiment import evaluate_policy
+
+    path = Path(config.out_dir) / "base_retention.json"
+    key = {"policy": config.policy, "tasks": pretrain, "episodes": config.retention_episodes}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            return saved["retention"]
+        log.warning("%s was measured with other settings (%s); measuring again", path, saved.get("key"))
+    kept = evaluate_policy(config.policy, pretrain, config.retention_episodes, config.workers)
+    retention = {t: _summary(r) for t, r in kept.items()}
+    atomic_write_text(path, json.dumps({"key": key, "retention": retention}, indent=2))
+    return retention
+
+
+def study_cells(config: StudyConfig) -> list[tuple[str, str, int]]:
+    """The (task, method, seed) cells of the matrix; ``zero-shot`` only under the first seed (it has no seed)."""
+    return [(t, m, s) for s in config.seeds for t in config.tasks for m in config.methods
+            if m != "zero-shot" or s == config.seeds[0]]
 
 
 def run_study(config: StudyConfig, progress: bool = True) -> list[CellResult]:
@@ -144,7 +176,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> list[CellResult]:
 
     from .atomic import atomic_write_text
 
-    cells = [(t, m, s) for s in config.seeds for t in config.tasks for m in config.methods]
+    cells = study_cells(config)
     results = []
     bar = tqdm(cells, desc="study", disable=not progress)
     for task, method, seed in bar:

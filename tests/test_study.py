@@ -5,7 +5,7 @@ from dataclasses import asdict
 
 import pytest
 
-from robosteer.study import CellResult, StudyConfig, cell_path, lora_matched_rank, run_cell
+from robosteer.study import CellResult, StudyConfig, cell_path, lora_matched_rank, run_cell, study_cells
 from robosteer.train.strategies import LoraSettings, count_trainable, make_strategy
 
 
@@ -52,3 +52,40 @@ def test_peak_memory_is_measured_per_run_not_per_process():
     del block
     assert _reset_peak_rss()
     assert _peak_rss_mb(True) < high - 150  # the earlier 200 MB peak no longer counts
+
+
+def test_zero_shot_is_one_cell_per_task_and_base_retention_is_measured_once(tmp_path, monkeypatch):
+    import robosteer.experiment as experiment
+
+    config = StudyConfig(out_dir=str(tmp_path), tasks=("lift/novel_color", "push/paraphrase"),
+                         methods=("zero-shot", "lora"), seeds=(3, 4), retention_episodes=4)
+    assert study_cells(config) == [("lift/novel_color", "zero-shot", 3), ("lift/novel_color", "lora", 3),
+                                   ("push/paraphrase", "zero-shot", 3), ("push/paraphrase", "lora", 3),
+                                   ("lift/novel_color", "lora", 4), ("push/paraphrase", "lora", 4)]
+
+    class Result:
+        def __init__(self, k, n):
+            self.successes, self.n, self.success_rate, self.ci95 = k, n, k / n, (0.0, 1.0)
+
+    calls = []
+
+    def fake_evaluate(policy, tasks, episodes, workers=2, **kw):
+        calls.append((tuple(tasks), episodes))
+        return {t: Result(1, episodes) for t in tasks}
+
+    def no_demos(*a, **kw):
+        raise AssertionError("zero-shot must not collect demonstrations")
+
+    monkeypatch.setattr(experiment, "evaluate_policy", fake_evaluate)
+    monkeypatch.setattr(experiment, "collect_demos", no_demos)
+    a = run_cell(config, "lift/novel_color", "zero-shot", 3)
+    b = run_cell(config, "push/paraphrase", "zero-shot", 3)
+    retention_calls = [c for c in calls if len(c[0]) == 3]
+    assert len(retention_calls) == 1 and retention_calls[0][1] == 4  # once per study, not per cell
+    assert a.retention == b.retention and set(a.retention) == {"lift/base", "place/base", "push/base"}
+    assert a.settings == {"demos": 0} and a.trainable_params == 0
+    # other retention settings: the saved base retention does not match, so it is measured again
+    again = StudyConfig(out_dir=str(tmp_path), tasks=("lift/physics",), methods=("zero-shot",), seeds=(3,),
+                        retention_episodes=6)
+    run_cell(again, "lift/physics", "zero-shot", 3)
+    assert [c[1] for c in calls if len(c[0]) == 3] == [4, 6]

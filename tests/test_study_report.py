@@ -43,6 +43,16 @@ def test_pooling_goals_and_missing_cells(tmp_path):
     assert [bar.name for bar in fig.data] == ["lora", "heads-knn", "random-heads"]
 
 
+def test_zero_shot_needs_one_cell_per_task_not_one_per_seed(tmp_path):
+    for seed in (0, 1):
+        write_cell(tmp_path, "push/paraphrase", "lora", seed, 4)
+        write_cell(tmp_path, "lift/physics", "lora", seed, 4)
+    write_cell(tmp_path, "push/paraphrase", "zero-shot", 0, 2)
+    report = StudyReport.load(tmp_path)
+    assert report.missing() == [("lift/physics", "zero-shot", 0)]  # push has its one zero-shot cell
+    assert report.target("zero-shot").episodes == 10  # counted once, never once per seed
+
+
 def test_an_empty_or_wrong_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a study folder"):
         StudyReport.load(tmp_path)
