@@ -95,7 +95,8 @@ def test_pretrain_collects_and_trains_the_default_shape(tmp_path):
     """The one-command pipeline at toy scale: expert demos (clean + noisy) of every pretraining task, then training."""
     out = tmp_path / "run"
     assert main(["pretrain", "--out", str(out), "--episodes", "1", "--noisy-episodes", "1", "--workers", "1",
-                 "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--no-progress"]) == 0
+                 "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--augment-shift", "1",
+                 "--no-progress"]) == 0
     from robosteer.models import load_vla
     from robosteer.models.default import DEFAULT_SHAPE
     from robosteer.sim.dataset import DemoDataset
@@ -105,10 +106,15 @@ def test_pretrain_collects_and_trains_the_default_shape(tmp_path):
     assert sorted(set(clean.tasks)) == ["lift/base", "place/base", "push/base"]
     assert clean.states is not None and clean.states.shape == (len(clean), 6)  # privileged targets for the aux loss
     assert "aux_loss" in json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    recipe = json.loads((out / "pretrain_config.json").read_text())
+    assert recipe["augment_shift"] == 1 and recipe["augment"] is True  # the random shift reaches the training run
+    state = json.loads(next((out / "checkpoints").glob("step-*/state.json")).read_text())
+    assert state["config"]["augment_shift"] == 1 and state["config"]["augment_crop_scale"] == 1.0
     vla = load_vla(out / "final")
     assert not any("aux_state_head" in name for name in vla.state_dict())  # shipped without the read-out
     assert vla.head_layout.shape("llm") == (DEFAULT_SHAPE["llm_layers"], DEFAULT_SHAPE["llm_heads"])
     assert "robosteer_sim" in vla.config.norm_stats and vla.config.proprio_dim == 7
     # running the same command again reuses the demos and finds the run finished
     assert main(["pretrain", "--out", str(out), "--episodes", "1", "--noisy-episodes", "1", "--workers", "1",
-                 "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--no-progress"]) == 0
+                 "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--augment-shift", "1",
+                 "--no-progress"]) == 0

@@ -12,6 +12,7 @@ inside the command functions, so ``robosteer --help`` stays instant.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -60,19 +61,25 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("pretrain", help="collect expert demos of the pretraining split and train the default policy")
     p.add_argument("--out", required=True, help="output folder: demos/, checkpoints, metrics, final/")
     p.add_argument("--split", default="default")
-    p.add_argument("--episodes", type=int, default=250, help="clean expert episodes per pretraining task")
-    p.add_argument("--noisy-episodes", type=int, default=100, help="episodes per task with executed-action noise")
-    p.add_argument("--action-noise", type=float, default=0.1)
-    p.add_argument("--workers", type=int, default=2, help="collection processes")
-    p.add_argument("--steps", type=int, default=5000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--warmup-steps", type=int, default=500)
-    p.add_argument("--label-smoothing", type=float, default=1.0)
-    p.add_argument("--aux-weight", type=float, default=1.0,
+    from .pretrain import PretrainConfig  # light: numpy only
+
+    d = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}  # one source of the recipe's defaults
+    p.add_argument("--episodes", type=int, default=d["episodes"], help="clean expert episodes per pretraining task")
+    p.add_argument("--noisy-episodes", type=int, default=d["noisy_episodes"],
+                   help="episodes per task with executed-action noise")
+    p.add_argument("--action-noise", type=float, default=d["action_noise"])
+    p.add_argument("--workers", type=int, default=d["workers"], help="collection processes")
+    p.add_argument("--steps", type=int, default=d["steps"])
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument("--warmup-steps", type=int, default=d["warmup_steps"])
+    p.add_argument("--label-smoothing", type=float, default=d["label_smoothing"])
+    p.add_argument("--aux-weight", type=float, default=d["aux_weight"],
                    help="weight of the auxiliary object/goal position targets (0: behaviour cloning only)")
+    p.add_argument("--augment-shift", type=int, default=d["augment_shift"],
+                   help="random image translation of up to this many pixels (0: off)")
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=pretrain_command)
 
@@ -151,7 +158,7 @@ def pretrain_command(args: argparse.Namespace) -> int:
                             noisy_episodes=args.noisy_episodes, action_noise=args.action_noise, workers=args.workers,
                             steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                             label_smoothing=args.label_smoothing, aux_weight=args.aux_weight,
-                            augment=not args.no_augment, seed=args.seed, progress=not args.no_progress)
+                            augment=not args.no_augment, augment_shift=args.augment_shift, seed=args.seed, progress=not args.no_progress)
     path = pretrain(config)
     print(f"default policy written to {path}")
     return 0

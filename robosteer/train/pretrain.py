@@ -39,6 +39,7 @@ class PretrainConfig:
     warmup_steps: int = 500
     label_smoothing: float = 1.0  # Gaussian credit to neighbouring action bins (sigma in bins)
     augment: bool = True  # brightness/contrast/saturation jitter; no crop and no hue shift (positions and colours matter)
+    augment_shift: int = 0  # random translation of up to this many pixels (0 = off; 2 with 2.4x the data did worse)
     aux_weight: float = 1.0  # auxiliary state targets (train/auxiliary.py) from privileged demo state; 0 turns them off
     seed: int = 0
     progress: bool = True
@@ -48,6 +49,8 @@ class PretrainConfig:
             raise ValueError("episodes must be >= 1 and noisy_episodes >= 0")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
+        if not isinstance(self.augment_shift, int) or self.augment_shift < 0:
+            raise ValueError(f"augment_shift must be an int >= 0 (pixels), got {self.augment_shift!r}")
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
 
@@ -121,7 +124,7 @@ def pretrain(config: PretrainConfig) -> Path:
     train_cfg = TrainConfig(out_dir=str(config.out_dir), steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                             schedule="cosine", warmup_steps=config.warmup_steps, min_lr_ratio=0.05,
                             betas=(0.9, 0.95), weight_decay=0.01, seed=config.seed, augment=config.augment,
-                            augment_crop_scale=1.0, augment_hue=0.0, label_smoothing=config.label_smoothing,
+                            augment_shift=config.augment_shift, augment_crop_scale=1.0, augment_hue=0.0, label_smoothing=config.label_smoothing,
                             unnorm_key=DATASET_NAME, ckpt_every=500, log_every=50, progress=config.progress)
     if config.aux_weight > 0:
         with StateTargets.attached(vla, config.aux_weight, config.seed) as aux:
