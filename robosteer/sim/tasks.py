@@ -116,11 +116,10 @@ SPLITS: dict[str, Split] = {
             "lift/novel_color",  # visual
             "lift/novel_shape",  # visual
             "place/distractors",  # visual
-            "push/novel_color",  # visual (push is the family the default policy performs)
             "lift/paraphrase",  # linguistic
             "push/paraphrase",  # linguistic
             "lift/relational",  # spatial
-            "push/relational",  # spatial
+            "push/relational",  # spatial (push is the family the default policy performs)
             "place/far_region",  # spatial
             "lift/physics",  # physical
             "lift/lighting",  # environment
