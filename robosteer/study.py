@@ -182,6 +182,8 @@ def run_study(config: StudyConfig, progress: bool = True) -> list[CellResult]:
     from .atomic import atomic_write_text
 
     cells = study_cells(config)
+    # the planned matrix, so that a report on a partly finished study lists every cell still missing
+    atomic_write_text(Path(config.out_dir) / "study.json", json.dumps(asdict(config), indent=2))
     results = []
     bar = tqdm(cells, desc="study", disable=not progress)
     for task, method, seed in bar:

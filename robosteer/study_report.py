@@ -54,14 +54,16 @@ def _pool(summaries) -> Pooled:
 class StudyReport:
     """The cells of one study folder; see the module docstring."""
 
-    def __init__(self, cells: list[dict]) -> None:
+    def __init__(self, cells: list[dict], matrix: dict | None = None) -> None:
+        """``matrix``: the study's planned ``tasks``/``methods``/``seeds`` (``study.json``); else what the cells show."""
         if not cells:
             raise ValueError("the study has no finished cells yet")
         self.cells = cells
-        self.tasks = sorted({c["task"] for c in cells})
-        present = {c["method"] for c in cells}
+        matrix = matrix or {}
+        self.tasks = list(matrix.get("tasks") or sorted({c["task"] for c in cells}))
+        present = {c["method"] for c in cells} | set(matrix.get("methods") or ())
         self.methods = [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
-        self.seeds = sorted({c["seed"] for c in cells})
+        self.seeds = sorted(set(matrix.get("seeds") or ()) | {c["seed"] for c in cells})
 
     @classmethod
     def load(cls, study_dir: str | Path) -> "StudyReport":
@@ -69,7 +71,9 @@ class StudyReport:
         root = Path(study_dir) / "cells"
         if not root.is_dir():
             raise FileNotFoundError(f"{root} not found: {study_dir} is not a study folder (run `robosteer study`)")
-        return cls([json.loads(p.read_text()) for p in sorted(root.rglob("seed*.json"))])
+        plan = Path(study_dir) / "study.json"
+        matrix = json.loads(plan.read_text()) if plan.is_file() else None
+        return cls([json.loads(p.read_text()) for p in sorted(root.rglob("seed*.json"))], matrix)
 
     def _cells(self, task: str | None = None, method: str | None = None) -> list[dict]:
         return [c for c in self.cells if (task is None or c["task"] == task) and (method is None or c["method"] == method)]

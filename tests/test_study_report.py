@@ -53,6 +53,17 @@ def test_zero_shot_needs_one_cell_per_task_not_one_per_seed(tmp_path):
     assert report.target("zero-shot").episodes == 10  # counted once, never once per seed
 
 
+def test_the_planned_matrix_lists_cells_of_tasks_not_started(tmp_path):
+    write_cell(tmp_path, "push/paraphrase", "zero-shot", 0, 2)
+    write_cell(tmp_path, "push/paraphrase", "lora", 0, 4)
+    (tmp_path / "study.json").write_text(json.dumps({"tasks": ["push/paraphrase", "stack/base"],
+                                                     "methods": ["zero-shot", "lora"], "seeds": [0, 1]}))
+    report = StudyReport.load(tmp_path)
+    assert report.missing() == [("push/paraphrase", "lora", 1), ("stack/base", "zero-shot", 0),
+                                ("stack/base", "lora", 0), ("stack/base", "lora", 1)]
+    assert "| stack/base | — | — |" in report.markdown()  # planned but not run: shown empty, never filled in
+
+
 def test_an_empty_or_wrong_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a study folder"):
         StudyReport.load(tmp_path)
@@ -73,10 +84,11 @@ def test_goals_compare_only_cells_both_methods_finished(tmp_path):
     assert report.target("heads-knn").successes == 13  # the table still shows every finished cell
 
 
-def test_committed_study_tables_regenerate_from_the_committed_cells():
+@pytest.mark.parametrize("folder, table", [("results", "results_study.md"), ("results/matrix", "results_matrix.md")])
+def test_committed_study_tables_regenerate_from_the_committed_cells(folder, table):
     from pathlib import Path
 
     docs = Path(__file__).resolve().parents[1] / "docs"
-    report = StudyReport.load(docs / "results")
-    assert (docs / "results_study.md").read_text() == report.markdown()
+    report = StudyReport.load(docs / folder)
+    assert (docs / table).read_text() == report.markdown()
     assert report.markdown().strip() in (docs / "results.md").read_text()
