@@ -145,8 +145,11 @@ class StudyReport:
                   "| method | success kept on pretraining tasks | trainable params | train s | peak RSS MB |",
                   "|---|---|---|---|---|"]
         for m in self.methods:
-            lines.append(f"| {m} | {self.retention(m).cell()} | {self.mean_of(m, 'trainable_params'):,.0f} | "
-                         f"{self.mean_of(m, 'train_seconds'):.0f} | {self.mean_of(m, 'peak_rss_mb'):.0f} |")
+            params, seconds, rss = (self.mean_of(m, k) for k in ("trainable_params", "train_seconds", "peak_rss_mb"))
+            if params != params:  # no finished cell: nothing measured, shown empty like the success cells
+                lines.append(f"| {m} | — | — | — | — |")
+                continue
+            lines.append(f"| {m} | {self.retention(m).cell()} | {params:,.0f} | {seconds:.0f} | {rss:.0f} |")
         lines += ["", "### Goals (each on the task/seed pairs both methods finished)", "", "| goal | met | numbers |",
                   "|---|---|---|"]
         for goal, met, numbers in self.goals():

@@ -62,6 +62,12 @@ def test_the_planned_matrix_lists_cells_of_tasks_not_started(tmp_path):
     assert report.missing() == [("push/paraphrase", "lora", 1), ("stack/base", "zero-shot", 0),
                                 ("stack/base", "lora", 0), ("stack/base", "lora", 1)]
     assert "| stack/base | — | — |" in report.markdown()  # planned but not run: shown empty, never filled in
+    write_cell(tmp_path, "push/paraphrase", "full", 0, 4)
+    (tmp_path / "study.json").write_text(json.dumps({"tasks": ["push/paraphrase"], "methods": ["lora", "full"],
+                                                     "seeds": [0]}))
+    (tmp_path / "cells" / "push_paraphrase" / "full" / "seed0.json").unlink()
+    text = StudyReport.load(tmp_path).markdown()
+    assert "| full | — | — | — | — |" in text and "nan" not in text
 
 
 def test_an_empty_or_wrong_folder_is_a_clear_error(tmp_path):
