@@ -38,8 +38,7 @@ class AugmentConfig:
     hue: float = 0.05  # shift drawn from [-h, h], in turns of the colour wheel
 
     def __post_init__(self) -> None:
-        if not isinstance(self.shift, int) or isinstance(self.shift, bool) or self.shift < 0:
-            raise ValueError(f"shift must be an int >= 0 (pixels), got {self.shift!r}")
+        check_shift(self.shift)
         if not 0.0 < self.crop_scale <= 1.0:
             raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
         if self.crop_ratio <= 0:
@@ -52,6 +51,12 @@ class AugmentConfig:
             low, high = getattr(self, name)
             if not 0.0 <= low <= high:
                 raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)}")
+
+
+def check_shift(shift, name: str = "shift") -> None:
+    """The random shift is a whole number of pixels >= 0; ``name`` is how the caller's setting is called."""
+    if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
+        raise ValueError(f"{name} must be an int >= 0 (pixels), got {shift!r}")
 
 
 def augment_image(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:

@@ -158,7 +158,8 @@ def pretrain_command(args: argparse.Namespace) -> int:
                             noisy_episodes=args.noisy_episodes, action_noise=args.action_noise, workers=args.workers,
                             steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                             label_smoothing=args.label_smoothing, aux_weight=args.aux_weight,
-                            augment=not args.no_augment, augment_shift=args.augment_shift, seed=args.seed, progress=not args.no_progress)
+                            augment=not args.no_augment, augment_shift=args.augment_shift, seed=args.seed,
+                            progress=not args.no_progress)
     path = pretrain(config)
     print(f"default policy written to {path}")
     return 0

@@ -73,8 +73,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip!r}")
         if not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 1:
             raise ValueError(f"TrainConfig.keep_checkpoints must be >= 1, got {self.keep_checkpoints!r}")
-        if not isinstance(self.augment_shift, int) or isinstance(self.augment_shift, bool) or self.augment_shift < 0:
-            raise ValueError(f"TrainConfig.augment_shift must be an int >= 0 (pixels), got {self.augment_shift!r}")
+        from .augment import check_shift
+
+        check_shift(self.augment_shift, "TrainConfig.augment_shift")
         if not 0.0 < self.augment_crop_scale <= 1.0 or not 0.0 <= self.augment_hue <= 0.5:
             raise ValueError(f"TrainConfig needs augment_crop_scale in (0, 1] and augment_hue in [0, 0.5], got "
                              f"{self.augment_crop_scale}, {self.augment_hue}")
@@ -95,7 +96,9 @@ def augment_config(cfg: TrainConfig):
     """The image augmentation of a run, or None when it is off."""
     from .augment import AugmentConfig
 
-    return AugmentConfig(shift=cfg.augment_shift, crop_scale=cfg.augment_crop_scale, hue=cfg.augment_hue) if cfg.augment else None
+    if not cfg.augment:
+        return None
+    return AugmentConfig(shift=cfg.augment_shift, crop_scale=cfg.augment_crop_scale, hue=cfg.augment_hue)
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:

@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 # Settings a resumed run must share with the run that wrote the checkpoint (else it would not be the same run).
 RESUME_KEYS = ("batch_size", "lr", "schedule", "warmup_steps", "min_lr_ratio", "betas", "weight_decay", "eps",
-               "grad_clip", "seed", "augment", "augment_shift", "augment_crop_scale", "augment_hue", "label_smoothing", "unnorm_key")
+               "grad_clip", "seed", "augment", "augment_shift", "augment_crop_scale", "augment_hue", "label_smoothing",
+               "unnorm_key")
 
 
 class NonFiniteLossError(RuntimeError):

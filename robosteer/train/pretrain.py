@@ -49,8 +49,9 @@ class PretrainConfig:
             raise ValueError("episodes must be >= 1 and noisy_episodes >= 0")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
-        if not isinstance(self.augment_shift, int) or self.augment_shift < 0:
-            raise ValueError(f"augment_shift must be an int >= 0 (pixels), got {self.augment_shift!r}")
+        from .augment import check_shift
+
+        check_shift(self.augment_shift, "augment_shift")  # here, not only in TrainConfig: before the collection
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
 
@@ -124,7 +125,8 @@ def pretrain(config: PretrainConfig) -> Path:
     train_cfg = TrainConfig(out_dir=str(config.out_dir), steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                             schedule="cosine", warmup_steps=config.warmup_steps, min_lr_ratio=0.05,
                             betas=(0.9, 0.95), weight_decay=0.01, seed=config.seed, augment=config.augment,
-                            augment_shift=config.augment_shift, augment_crop_scale=1.0, augment_hue=0.0, label_smoothing=config.label_smoothing,
+                            augment_shift=config.augment_shift, augment_crop_scale=1.0, augment_hue=0.0,
+                            label_smoothing=config.label_smoothing,
                             unnorm_key=DATASET_NAME, ckpt_every=500, log_every=50, progress=config.progress)
     if config.aux_weight > 0:
         with StateTargets.attached(vla, config.aux_weight, config.seed) as aux:
