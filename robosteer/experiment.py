@@ -58,10 +58,11 @@ class FinetuneResult:
     method: str
     policy: Path  # policy.json: base + adapter (or a full checkpoint)
     trainable_params: int
-    train_seconds: float
+    train_seconds: float  # wall time of the training call; after a resume, the checkpoints' step time in all
     peak_rss_mb: float  # peak resident memory during training (Linux: of this run only; elsewhere: process peak)
     final_loss: float
     heads: list[str] = field(default_factory=list)
+    resumed_at_step: int = 0  # > 0: the run continued an interrupted one, so peak_rss_mb covers the last part only
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -129,13 +130,18 @@ def finetune(base: str | Path, demos, method: str, settings: FinetuneSettings, o
     result = train(vla, demos, strategy, config)
     seconds = time.perf_counter() - t0
     peak = _peak_rss_mb(per_run)
+    if result.start_step > 0:  # this call's wall time misses the steps run before the interruption
+        log.warning("%s resumed at step %d: training time from the checkpoints (%.0f s), peak memory of the resumed "
+                    "part only", out, result.start_step, result.elapsed_s)
+        seconds = result.elapsed_s
     n_trainable = count_trainable(vla)
     if method == "full":
         spec = write_policy_file(out / "policy.json", base=result.output)
     else:
         spec = write_policy_file(out / "policy.json", base=base, adapter=result.output)
     heads = [str(h) for h in strategy.mask.heads] if hasattr(strategy, "mask") else []
-    return FinetuneResult(method, spec, int(n_trainable), seconds, peak, float(result.loss), heads)
+    return FinetuneResult(method, spec, int(n_trainable), seconds, peak, float(result.loss), heads,
+                          resumed_at_step=result.start_step)
 
 
 def evaluate_policy(policy: str | Path, tasks, episodes: int, workers: int = 2, image_size: int = 64, seed: int | None = None):

@@ -82,6 +82,7 @@ class CellResult:
     peak_rss_mb: float = 0.0
     heads: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    resumed_at_step: int = 0  # training continued an interrupted run: train_seconds from checkpoints, peak partial
 
 
 def _summary(result) -> dict:
@@ -139,7 +140,7 @@ def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResu
         policy = str(result.policy)
         cell.trainable_params, cell.train_seconds, cell.peak_rss_mb = (result.trainable_params, result.train_seconds,
                                                                       result.peak_rss_mb)
-        cell.heads = result.heads
+        cell.heads, cell.resumed_at_step = result.heads, result.resumed_at_step
     cell.target = _summary(evaluate_policy(policy, [task], config.episodes, config.workers)[task])
     pretrain = [str(t) for t in get_split("default").pretrain]
     if method == "zero-shot":

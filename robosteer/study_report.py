@@ -157,6 +157,11 @@ class StudyReport:
         missing = self.missing()
         if missing:
             lines += ["", f"Missing cells ({len(missing)}): " + ", ".join(f"{t}/{m}/seed{s}" for t, m, s in missing)]
+        resumed = [c for c in self.cells if c.get("resumed_at_step")]
+        if resumed:
+            lines += ["", "Cells whose training was resumed after an interruption (train s from the checkpoints, peak "
+                      "RSS of the resumed part only): " + ", ".join(f"{c['task']}/{c['method']}/seed{c['seed']} "
+                                                                  f"(at step {c['resumed_at_step']})" for c in resumed)]
         return "\n".join(lines) + "\n"
 
     def figure(self):

@@ -9,13 +9,14 @@ import pytest
 from robosteer.study_report import StudyReport
 
 
-def write_cell(root, task, method, seed, successes, episodes=10, kept=(5, 10), params=1000, seconds=10.0):
+def write_cell(root, task, method, seed, successes, episodes=10, kept=(5, 10), params=1000, seconds=10.0, **extra):
     path = root / "cells" / task.replace("/", "_") / method / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     summary = lambda k, n: {"success": k / n, "ci95": [0, 1], "successes": k, "episodes": n}  # noqa: E731
     path.write_text(json.dumps({"task": task, "method": method, "seed": seed, "target": summary(successes, episodes),
                                 "retention": {"lift/base": summary(*kept)}, "trainable_params": params,
-                                "train_seconds": seconds, "peak_rss_mb": 500.0, "heads": [], "settings": {}}))
+                                "train_seconds": seconds, "peak_rss_mb": 500.0, "heads": [], "settings": {},
+                                **extra}))
 
 
 def test_pooling_goals_and_missing_cells(tmp_path):
@@ -51,6 +52,14 @@ def test_zero_shot_needs_one_cell_per_task_not_one_per_seed(tmp_path):
     report = StudyReport.load(tmp_path)
     assert report.missing() == [("lift/physics", "zero-shot", 0)]  # push has its one zero-shot cell
     assert report.target("zero-shot").episodes == 10  # counted once, never once per seed
+
+
+def test_cells_resumed_after_an_interruption_are_named(tmp_path):
+    write_cell(tmp_path, "push/paraphrase", "lora", 0, 4)
+    assert "resumed" not in StudyReport.load(tmp_path).markdown()
+    write_cell(tmp_path, "push/paraphrase", "heads-knn", 0, 4, resumed_at_step=300)
+    assert "resumed after an interruption" in StudyReport.load(tmp_path).markdown()
+    assert "push/paraphrase/heads-knn/seed0 (at step 300)" in StudyReport.load(tmp_path).markdown()
 
 
 def test_the_planned_matrix_lists_cells_of_tasks_not_started(tmp_path):

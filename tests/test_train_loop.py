@@ -49,6 +49,18 @@ def test_resume_is_bit_exact(tmp_path, method, kwargs):
                                                                       for r in straight_rows]
 
 
+def test_training_time_counts_the_steps_before_a_resume(tmp_path):
+    _, first = run("heads", {}, tmp_path, stop_after=1)
+    assert first.start_step == 0 and first.elapsed_s > 0
+    _, second = run("heads", {}, tmp_path)
+    assert second.start_step == 1 and second.elapsed_s > first.elapsed_s
+    saved = json.loads((second.checkpoint / "state.json").read_text())
+    assert second.elapsed_s == saved["elapsed_s"]
+    # a call that finds the run finished does no step and still reports the run's training time, not ~0
+    _, again = run("heads", {}, tmp_path)
+    assert again.start_step == 2 and again.elapsed_s == second.elapsed_s and again.finished
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     vla = tiny_train_vla()
     calls = {"n": 0}

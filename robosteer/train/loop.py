@@ -70,6 +70,8 @@ class TrainResult:
     checkpoint: Path | None  # the newest checkpoint
     output: Path | None  # ``out_dir/final`` (adapter or model) when finished
     resumed_from: Path | None
+    start_step: int = 0  # the step this call started from (> 0 after a resume)
+    elapsed_s: float = 0.0  # training time of all ``step`` steps, including the time before a resume
 
 
 def make_accelerator(config: TrainConfig):
@@ -146,6 +148,7 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
     local = config.batch_size // world
     loss_value, step, last_ckpt = math.nan, start, resumed_from
     t_start = time.perf_counter()
+    elapsed = elapsed_before
     from tqdm.auto import tqdm
 
     bar = tqdm(total=config.steps, initial=start, desc=f"train {strategy.name}", unit="step",
@@ -207,7 +210,7 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
                 strategy.save(accelerator.unwrap_model(model), output)
         accelerator.wait_for_everyone()
     return TrainResult(step=step, loss=loss_value, finished=output is not None, out_dir=out, checkpoint=last_ckpt,
-                       output=output, resumed_from=resumed_from)
+                       output=output, resumed_from=resumed_from, start_step=start, elapsed_s=elapsed)
 
 
 def _stop_message(what: str, value: float, step: int, last_ckpt: Path | None) -> str:
