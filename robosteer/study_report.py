@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .sim.evaluate import wilson_interval
-
-METHOD_ORDER = ("zero-shot", "lora", "lora-matched", "heads-knn", "heads-attribution", "random-heads", "full")
+from .study import SEEDLESS_METHODS
+from .study import STUDY_METHODS as METHOD_ORDER
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ class StudyReport:
         present = {c["method"] for c in cells} | set(matrix.get("methods") or ())
         self.methods = [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
         self.seeds = sorted(set(matrix.get("seeds") or ()) | {c["seed"] for c in cells})
+        # retention is pooled over the planned retention tasks only (cells may hold more: an earlier protocol)
+        self.retention_tasks = list(matrix.get("retention_tasks") or sorted({t for c in cells for t in c["retention"]}))
 
     @classmethod
     def load(cls, study_dir: str | Path) -> "StudyReport":
@@ -82,9 +84,13 @@ class StudyReport:
         """Target-task success of a method, pooled over seeds (and over tasks when ``task`` is None)."""
         return _pool([c["target"] for c in self._cells(task, method)])
 
+    def kept(self, cells: list[dict]) -> Pooled:
+        """Success on the retention tasks, pooled over ``cells`` and the study's retention tasks."""
+        return _pool([c["retention"][t] for c in cells for t in self.retention_tasks if t in c["retention"]])
+
     def retention(self, method: str) -> Pooled:
-        """Success on the pretraining tasks after adapting, pooled over tasks, seeds and pretraining tasks."""
-        return _pool([r for c in self._cells(method=method) for r in c["retention"].values()])
+        """Success on the pretraining tasks after adapting, pooled over tasks, seeds and retention tasks."""
+        return self.kept(self._cells(method=method))
 
     def mean_of(self, method: str, key: str) -> float:
         values = [float(c[key]) for c in self._cells(method=method)]
@@ -92,10 +98,10 @@ class StudyReport:
 
     def missing(self) -> list[tuple[str, str, int]]:
         have = {(c["task"], c["method"], c["seed"]) for c in self.cells}
-        # zero-shot has no seed (no demonstrations, seed-independent evaluation): one cell per task is complete
-        have_zero_shot = {c["task"] for c in self.cells if c["method"] == "zero-shot"}
-        return [(t, m, s) for t in self.tasks for m in self.methods for s in self.seeds
-                if (t, m, s) not in have and not (m == "zero-shot" and (t in have_zero_shot or s != self.seeds[0]))]
+        # a seedless method (zero-shot) needs one cell per task, whatever its seed
+        seedless_done = {(c["task"], c["method"]) for c in self.cells if c["method"] in SEEDLESS_METHODS}
+        return [(t, m, s) for t in self.tasks for m in self.methods for s in self.seeds if (t, m, s) not in have
+                and not (m in SEEDLESS_METHODS and ((t, m) in seedless_done or s != self.seeds[0]))]
 
     # --- the questions -------------------------------------------------------------------
     def paired(self, a: str, b: str) -> list[tuple[str, int]]:
@@ -118,7 +124,7 @@ class StudyReport:
             out.append((goal, better(va, vb), f"{va:.3f} vs {vb:.3f} on {len(pairs)} task/seed pair(s)"))
 
         target = lambda cells: _pool([c["target"] for c in cells]).rate  # noqa: E731
-        kept = lambda cells: _pool([r for c in cells for r in c["retention"].values()]).rate  # noqa: E731
+        kept = lambda cells: self.kept(cells).rate  # noqa: E731
         compare("mean target success of heads (kNN) >= LoRA r32", "heads-knn", "lora", target, lambda x, y: x >= y)
         compare("heads (kNN) > random heads", "heads-knn", "random-heads", target, lambda x, y: x > y)
         for other in ("lora", "full"):
@@ -142,7 +148,8 @@ class StudyReport:
             lines.append(f"| {task} | " + " | ".join(self.target(m, task).cell() for m in self.methods) + " |")
         lines.append("| **all finished cells** | " + " | ".join(self.target(m).cell() for m in self.methods) + " |")
         lines += ["", "### Retention and cost (means over cells)", "",
-                  "| method | success kept on pretraining tasks | trainable params | train s | peak RSS MB |",
+                  f"| method | success kept on {', '.join(self.retention_tasks)} | trainable params | train s | "
+                  "peak RSS MB |",
                   "|---|---|---|---|---|"]
         for m in self.methods:
             params, seconds, rss = (self.mean_of(m, k) for k in ("trainable_params", "train_seconds", "peak_rss_mb"))

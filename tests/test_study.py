@@ -14,6 +14,8 @@ def test_config_validation():
         StudyConfig(out_dir="x", methods=("dora",))
     with pytest.raises(ValueError, match="unknown task family 'juggle'"):
         StudyConfig(out_dir="x", tasks=("juggle/base",))
+    with pytest.raises(ValueError, match="unknown task family 'juggle'"):
+        StudyConfig(out_dir="x", retention_tasks=("juggle/base",))
 
 
 @pytest.mark.parametrize("target", [5_000, 50_000, 200_000])
@@ -80,12 +82,61 @@ def test_zero_shot_is_one_cell_per_task_and_base_retention_is_measured_once(tmp_
     monkeypatch.setattr(experiment, "collect_demos", no_demos)
     a = run_cell(config, "lift/novel_color", "zero-shot", 3)
     b = run_cell(config, "push/paraphrase", "zero-shot", 3)
-    retention_calls = [c for c in calls if len(c[0]) == 3]
-    assert len(retention_calls) == 1 and retention_calls[0][1] == 4  # once per study, not per cell
-    assert a.retention == b.retention and set(a.retention) == {"lift/base", "place/base", "push/base"}
+    retention_calls = [c for c in calls if len(c[0]) == 2]
+    assert retention_calls == [(("lift/base", "push/base"), 4)]  # once per study, not per cell
+    assert a.retention == b.retention and set(a.retention) == {"lift/base", "push/base"}
     assert a.settings == {"demos": 0} and a.trainable_params == 0
-    # other retention settings: the saved base retention does not match, so it is measured again
-    again = StudyConfig(out_dir=str(tmp_path), tasks=("lift/physics",), methods=("zero-shot",), seeds=(3,),
-                        retention_episodes=6)
-    run_cell(again, "lift/physics", "zero-shot", 3)
-    assert [c[1] for c in calls if len(c[0]) == 3] == [4, 6]
+    # a subset of the measured tasks with the same episodes is read back, not measured again
+    subset = StudyConfig(out_dir=str(tmp_path), tasks=("lift/physics",), methods=("zero-shot",), seeds=(3,),
+                         retention_tasks=("push/base",), retention_episodes=4)
+    n_calls = len(calls)
+    assert run_cell(subset, "lift/physics", "zero-shot", 3).retention == {"push/base": a.retention["push/base"]}
+    assert len(calls) == n_calls + 1  # the target evaluation only
+    # other retention settings (more episodes, a task not measured): the saved base retention does not match
+    for i, (tasks, episodes) in enumerate([(("place/base", "push/base"), 4), (("lift/base", "push/base"), 6)]):
+        other = StudyConfig(out_dir=str(tmp_path), tasks=("lift/physics",), methods=("zero-shot",), seeds=(i,),
+                            retention_tasks=tasks, retention_episodes=episodes)
+        run_cell(other, "lift/physics", "zero-shot", i)
+        assert calls[-1] == (tasks, episodes)
+
+
+def test_a_finetuned_cell_records_its_cost_and_evaluates_the_adapted_policy(tmp_path, monkeypatch, tiny_vla):
+    """The plumbing of one finetuned cell, with the simulator, discovery and training replaced by fakes."""
+    from types import SimpleNamespace
+
+    import robosteer.circuits.discover as discover_module
+    import robosteer.experiment as experiment
+    import robosteer.models as models
+    from robosteer.masks import HeadMask
+
+    mask = HeadMask.from_heads(["llm.L0H1", "llm.L1H2"], tiny_vla.head_layout)
+    trained, evaluated = [], []
+    monkeypatch.setattr(experiment, "collect_demos", lambda task, n, out, seed, workers: f"demos of {task}/{seed}")
+    monkeypatch.setattr(models, "load_vla", lambda policy: tiny_vla)
+    monkeypatch.setattr(discover_module, "discover", lambda base, demos, cfg, out: SimpleNamespace(mask=mask))
+
+    def fake_finetune(base, demos, method, settings, out, mask=None):
+        trained.append((demos, method, settings.lora_r, settings.seed))
+        return experiment.FinetuneResult(method, out / "policy.json", 123, 4.5, 600.0, 1.0, ["llm.L0H1", "llm.L1H2"],
+                                         resumed_at_step=0)
+
+    class Result:
+        successes, n, success_rate, ci95 = 3, 10, 0.3, (0.1, 0.6)
+
+    def fake_evaluate(policy, tasks, episodes, workers=2, **kw):
+        evaluated.append((policy, tuple(tasks)))
+        return {t: Result() for t in tasks}
+
+    monkeypatch.setattr(experiment, "finetune", fake_finetune)
+    monkeypatch.setattr(experiment, "evaluate_policy", fake_evaluate)
+    config = StudyConfig(out_dir=str(tmp_path), tasks=("push/paraphrase",), methods=("lora-matched",), seeds=(2,))
+    cell = run_cell(config, "push/paraphrase", "lora-matched", 2)
+    head_dim = tiny_vla.config.llm_dim // tiny_vla.head_layout.shape("llm")[1]
+    rank = lora_matched_rank(tiny_vla, 2 * 2 * tiny_vla.config.llm_dim * head_dim)
+    assert trained == [("demos of push/paraphrase/2", "lora", rank, 2)]
+    assert cell.settings["lora_r"] == rank and cell.settings["demos"] == 20
+    assert (cell.trainable_params, cell.train_seconds, cell.peak_rss_mb) == (123, 4.5, 600.0)
+    policy = str(tmp_path / "work" / "push_paraphrase" / "seed2" / "lora-matched" / "policy.json")
+    assert evaluated == [(policy, ("push/paraphrase",)), (policy, ("lift/base", "push/base"))]  # never the base
+    assert not (tmp_path / "base_retention.json").exists()
+    assert json.loads(cell_path(config, "push/paraphrase", "lora-matched", 2).read_text())["heads"] == cell.heads

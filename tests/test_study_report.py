@@ -62,6 +62,21 @@ def test_cells_resumed_after_an_interruption_are_named(tmp_path):
     assert "push/paraphrase/heads-knn/seed0 (at step 300)" in StudyReport.load(tmp_path).markdown()
 
 
+def test_retention_pools_only_the_planned_retention_tasks(tmp_path):
+    summary = lambda k: {"success": k / 10, "ci95": [0, 1], "successes": k, "episodes": 10}  # noqa: E731
+    write_cell(tmp_path, "push/paraphrase", "lora", 0, 4)
+    path = tmp_path / "cells" / "push_paraphrase" / "lora" / "seed0.json"
+    cell = json.loads(path.read_text())
+    cell["retention"] = {"lift/base": summary(1), "place/base": summary(0), "push/base": summary(6)}
+    path.write_text(json.dumps(cell))
+    assert StudyReport.load(tmp_path).retention("lora").episodes == 30  # no plan: every task the cells hold
+    (tmp_path / "study.json").write_text(json.dumps({"tasks": ["push/paraphrase"], "methods": ["lora"], "seeds": [0],
+                                                     "retention_tasks": ["lift/base", "push/base"]}))
+    report = StudyReport.load(tmp_path)
+    assert (report.retention("lora").successes, report.retention("lora").episodes) == (7, 20)
+    assert "success kept on lift/base, push/base |" in report.markdown()
+
+
 def test_the_planned_matrix_lists_cells_of_tasks_not_started(tmp_path):
     write_cell(tmp_path, "push/paraphrase", "zero-shot", 0, 2)
     write_cell(tmp_path, "push/paraphrase", "lora", 0, 4)
