@@ -161,6 +161,7 @@ class StudyReport:
                   "|---|---|---|"]
         for goal, met, numbers in self.goals():
             lines.append(f"| {goal} | {'yes' if met else 'no'} | {numbers} |")
+        lines += self._heads_table()
         missing = self.missing()
         if missing:
             lines += ["", f"Missing cells ({len(missing)}): " + ", ".join(f"{t}/{m}/seed{s}" for t, m, s in missing)]
@@ -170,6 +171,27 @@ class StudyReport:
                       "RSS of the resumed part only): " + ", ".join(f"{c['task']}/{c['method']}/seed{c['seed']} "
                                                                   f"(at step {c['resumed_at_step']})" for c in resumed)]
         return "\n".join(lines) + "\n"
+
+    def _heads_table(self) -> list[str]:
+        """The heads each head method trained, per task and seed, and how many kNN and attribution share."""
+        methods = [m for m in self.methods if any(c.get("heads") for c in self._cells(method=m))]
+        if not methods:
+            return []
+        both = {"heads-knn", "heads-attribution"} <= set(methods)
+        lines = ["", "### Selected heads (LLM layer L, head H)", "",
+                 "| task | seed | " + " | ".join(methods) + (" | kNN ∩ attribution |" if both else " |"),
+                 "|---" * (len(methods) + 2 + both) + "|"]
+        for task in self.tasks:
+            for seed in self.seeds:
+                chosen = {c["method"]: c["heads"] for c in self._cells(task) if c["seed"] == seed and c.get("heads")}
+                if not chosen:
+                    continue
+                cells = [" ".join(h.removeprefix("llm.") for h in chosen[m]) if m in chosen else "—" for m in methods]
+                if both:
+                    common = set(chosen.get("heads-knn", ())) & set(chosen.get("heads-attribution", ()))
+                    cells.append(str(len(common)) if {"heads-knn", "heads-attribution"} <= set(chosen) else "—")
+                lines.append(f"| {task} | {seed} | " + " | ".join(cells) + " |")
+        return lines
 
     def figure(self):
         """Plotly grouped bars: target success per task and method with 95% intervals."""

@@ -62,6 +62,18 @@ def test_cells_resumed_after_an_interruption_are_named(tmp_path):
     assert "push/paraphrase/heads-knn/seed0 (at step 300)" in StudyReport.load(tmp_path).markdown()
 
 
+def test_the_selected_heads_of_each_cell_are_listed_with_the_overlap_of_the_two_scorers(tmp_path):
+    write_cell(tmp_path, "push/paraphrase", "lora", 0, 4)
+    assert "Selected heads" not in StudyReport.load(tmp_path).markdown()  # no head method: no table
+    write_cell(tmp_path, "push/paraphrase", "heads-knn", 0, 4, heads=["llm.L0H1", "llm.L2H3", "llm.L5H0"])
+    write_cell(tmp_path, "push/paraphrase", "heads-attribution", 0, 4, heads=["llm.L2H3", "llm.L5H0", "llm.L1H1"])
+    write_cell(tmp_path, "push/paraphrase", "heads-knn", 1, 4, heads=["llm.L3H3"])
+    text = StudyReport.load(tmp_path).markdown()
+    assert "| task | seed | heads-knn | heads-attribution | kNN ∩ attribution |" in text
+    assert "| push/paraphrase | 0 | L0H1 L2H3 L5H0 | L2H3 L5H0 L1H1 | 2 |" in text
+    assert "| push/paraphrase | 1 | L3H3 | — | — |" in text
+
+
 def test_retention_pools_only_the_planned_retention_tasks(tmp_path):
     summary = lambda k: {"success": k / 10, "ci95": [0, 1], "successes": k, "episodes": 10}  # noqa: E731
     write_cell(tmp_path, "push/paraphrase", "lora", 0, 4)
