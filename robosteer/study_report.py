@@ -194,21 +194,38 @@ class StudyReport:
         return lines
 
     def figure(self):
-        """Plotly grouped bars: target success per task and method with 95% intervals."""
-        import plotly.graph_objects as go
+        """Plotly: target success per task and method (left), and each method's pooled target success against
+        the success it kept on the retention tasks (right), all with 95% Wilson intervals."""
+        from plotly.subplots import make_subplots
 
-        fig = go.Figure()
-        for m in self.methods:
+        def errors(pooled: list[Pooled]) -> dict:
+            return dict(type="data", symmetric=False, array=[p.ci95[1] - p.rate for p in pooled],
+                        arrayminus=[p.rate - p.ci95[0] for p in pooled])
+
+        fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.08,
+                            subplot_titles=("target success per task", "target success vs success kept"))
+        palette = ("#7f7f7f", "#1f77b4", "#aec7e8", "#d62728", "#ff9896", "#9467bd", "#2ca02c", "#8c564b")
+        for i, m in enumerate(self.methods):
+            color = palette[i % len(palette)]
             pooled = [self.target(m, t) for t in self.tasks]
-            rates = [p.rate for p in pooled]
-            fig.add_bar(name=m, x=self.tasks, y=rates,
-                        error_y=dict(type="data", symmetric=False,
-                                     array=[p.ci95[1] - p.rate for p in pooled],
-                                     arrayminus=[p.rate - p.ci95[0] for p in pooled]),
-                        customdata=[[p.successes, p.episodes] for p in pooled],
-                        hovertemplate=f"{m}<br>%{{x}}: %{{y:.2f}} (%{{customdata[0]}}/%{{customdata[1]}})<extra></extra>")
-        fig.update_layout(barmode="group", yaxis=dict(title="target success", range=[0, 1]),
-                          title="Few-shot adaptation: target success (95% Wilson intervals)", template="plotly_white")
+            fig.add_bar(name=m, x=self.tasks, y=[p.rate for p in pooled], error_y=errors(pooled), marker_color=color,
+                        legendgroup=m, customdata=[[p.successes, p.episodes] for p in pooled],
+                        hovertemplate=f"{m}<br>%{{x}}: %{{y:.2f}} (%{{customdata[0]}}/%{{customdata[1]}})<extra></extra>",
+                        row=1, col=1)
+            target, kept = self.target(m), self.retention(m)
+            if not target.episodes or not kept.episodes:
+                continue
+            params = self.mean_of(m, "trainable_params")
+            fig.add_scatter(x=[kept.rate], y=[target.rate], mode="markers", marker=dict(size=12, color=color),
+                            name=m, legendgroup=m, showlegend=False, error_x=errors([kept]), error_y=errors([target]),
+                            hovertemplate=(f"{m}<br>target %{{y:.2f}} ({target.successes}/{target.episodes})<br>"
+                                           f"kept %{{x:.2f}} ({kept.successes}/{kept.episodes})<br>"
+                                           f"{params:,.0f} trainable parameters<extra></extra>"), row=1, col=2)
+        fig.update_layout(barmode="group", template="plotly_white", height=460,
+                          title="Few-shot adaptation (95% Wilson intervals; missing cells are gaps, never filled in)")
+        fig.update_yaxes(title_text="target success", range=[0, 1], row=1, col=1)
+        fig.update_yaxes(title_text="target success (all finished cells)", range=[0, 1], row=1, col=2)
+        fig.update_xaxes(title_text=f"success kept on {', '.join(self.retention_tasks)}", range=[0, 1], row=1, col=2)
         return fig
 
 

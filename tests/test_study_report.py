@@ -41,7 +41,9 @@ def test_pooling_goals_and_missing_cells(tmp_path):
     assert "Missing cells (5)" in text and "lift/paraphrase/heads-knn/seed0" in text
     assert "0.60 [" in text and "(12/20)" in text
     fig = report.figure()
-    assert [bar.name for bar in fig.data] == ["lora", "heads-knn", "random-heads"]
+    assert [t.name for t in fig.data if t.type == "bar"] == ["lora", "heads-knn", "random-heads"]
+    points = {t.name: (t.x[0], t.y[0]) for t in fig.data if t.type == "scatter"}  # (kept, target) per method
+    assert points["heads-knn"] == pytest.approx((18 / 20, 12 / 20)) and points["lora"] == pytest.approx((17 / 30, 9 / 30))
 
 
 def test_zero_shot_needs_one_cell_per_task_not_one_per_seed(tmp_path):
