@@ -71,8 +71,9 @@ class StudyConfig:
             raise ValueError(f"unknown study method(s) {unknown}; known: {STUDY_METHODS}")
         from .sim.tasks import Task
 
-        for t in self.tasks + self.retention_tasks:
-            Task.parse(t)
+        # canonical names ("push" -> "push/base"): cells, study.json and the report's retention filter must agree
+        for name in ("tasks", "retention_tasks"):
+            object.__setattr__(self, name, tuple(str(Task.parse(t)) for t in getattr(self, name)))
         if not self.seeds or self.demos < 1 or self.episodes < 1:
             raise ValueError("a study needs seeds, demos >= 1 and episodes >= 1")
 
@@ -117,7 +118,6 @@ def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResu
     """Run one (task, method, seed) cell, or read it back if it already finished."""
     from .atomic import atomic_write_text
     from .experiment import evaluate_policy
-    from .sim.tasks import Task
 
     path = cell_path(config, task, method, seed)
     if path.is_file():
@@ -125,11 +125,10 @@ def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResu
     cell = CellResult(task, method, seed, target={}, settings={"demos": 0})
     policy = config.policy if method in SEEDLESS_METHODS else _adapt(config, cell)
     cell.target = _summary(evaluate_policy(policy, [task], config.episodes, config.workers)[task])
-    retention_tasks = [str(Task.parse(t)) for t in config.retention_tasks]
     if policy == config.policy:  # the base policy: measured once per study
-        cell.retention = base_retention(config, retention_tasks)
+        cell.retention = base_retention(config, list(config.retention_tasks))
     else:
-        kept = evaluate_policy(policy, retention_tasks, config.retention_episodes, config.workers)
+        kept = evaluate_policy(policy, list(config.retention_tasks), config.retention_episodes, config.workers)
         cell.retention = {t: _summary(r) for t, r in kept.items()}
     atomic_write_text(path, json.dumps(asdict(cell), indent=2))
     return cell

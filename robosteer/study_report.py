@@ -188,8 +188,8 @@ class StudyReport:
                     continue
                 cells = [" ".join(h.removeprefix("llm.") for h in chosen[m]) if m in chosen else "—" for m in methods]
                 if both:
-                    common = set(chosen.get("heads-knn", ())) & set(chosen.get("heads-attribution", ()))
-                    cells.append(str(len(common)) if {"heads-knn", "heads-attribution"} <= set(chosen) else "—")
+                    knn, attribution = chosen.get("heads-knn"), chosen.get("heads-attribution")
+                    cells.append(str(len(set(knn) & set(attribution))) if knn and attribution else "—")
                 lines.append(f"| {task} | {seed} | " + " | ".join(cells) + " |")
         return lines
 

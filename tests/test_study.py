@@ -16,6 +16,8 @@ def test_config_validation():
         StudyConfig(out_dir="x", tasks=("juggle/base",))
     with pytest.raises(ValueError, match="unknown task family 'juggle'"):
         StudyConfig(out_dir="x", retention_tasks=("juggle/base",))
+    named = StudyConfig(out_dir="x", tasks=("push", "lift/paraphrase"), retention_tasks=("lift",))
+    assert named.tasks == ("push/base", "lift/paraphrase") and named.retention_tasks == ("lift/base",)
 
 
 @pytest.mark.parametrize("target", [5_000, 50_000, 200_000])
