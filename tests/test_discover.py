@@ -23,6 +23,29 @@ def test_corrupted_scene_changes_one_factor(kind):
     assert changed
 
 
+def test_relational_probes_swap_with_the_reference():
+    scene = sample_scene("push/relational", 2_000_000)
+    target, reference = scene.object("target"), scene.object("reference")
+    old, new = f"{target.color} {target.shape}", f"{reference.color} {reference.shape}"
+    twin = corrupt_scene(scene, "linguistic")
+    assert twin.instruction == scene.instruction.replace(old, "@").replace(new, old).replace("@", new)
+    assert twin.instruction != scene.instruction and twin.objects == scene.objects
+    swapped = corrupt_scene(scene, "visual")
+    assert swapped.object("target").color == reference.color and swapped.object("reference").color == target.color
+
+
+def test_sim_probe_on_an_unbuildable_task_raises_instead_of_looping(monkeypatch):
+    import robosteer.circuits.sim_probes as sp
+
+    def no_pair(scene, kind):
+        raise ValueError("no partner")
+
+    monkeypatch.setattr(sp, "corrupt_scene", no_pair)
+    monkeypatch.setattr(sp, "MAX_DRAWS_PER_PAIR", 3)
+    with pytest.raises(ValueError, match=r"cannot build a 'visual' probe on lift/base: 0 of 2 pairs after 6 .*no partner"):
+        sp.sim_probe("visual", "lift/base", n=2, image_size=32)
+
+
 def test_sim_probe_pairs_render_the_change():
     probe = sim_probe("visual", "lift/base", n=2, image_size=32)
     assert len(probe) == 2

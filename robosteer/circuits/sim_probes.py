@@ -5,15 +5,18 @@ corrupted frame changes one thing, and both carry the clean scene's expert actio
 
 - ``visual``: the target and a distractor swap colours (the instruction now names
   the object at the other place);
-- ``linguistic``: the instruction names the distractor instead of the target;
+- ``linguistic``: the instruction names the distractor instead of the target (where
+  the instruction names both, e.g. a relational reference, the two names swap);
 - ``physical``: the target moves to another free place (mirrored across the table's
   centre line, or shifted), everything else stays;
 - ``environment``: other lighting and table (the action should not need to change).
 
 The first three change which action is right, so their clean-corrupted gap measures
 how much the policy uses that factor; ``environment`` measures sensitivity to a
-nuisance. Scenes need a distractor of the target's shape (true for the base
-variations of lift, place and push).
+nuisance. ``visual`` and ``linguistic`` need another object of the target's shape and
+another colour (a distractor, else e.g. a relational reference or a stacking support);
+draws without one are skipped, and a task that gives no usable pair in
+``MAX_DRAWS_PER_PAIR * n`` draws raises a ``ValueError`` naming the task and the probe.
 
 Usage::
 
@@ -31,6 +34,7 @@ from .probes import Probe
 
 SIM_PROBE_KINDS = ("visual", "linguistic", "physical", "environment")
 PROBE_SEED = 2_000_000  # probe scenes: away from collection seeds (0, ...) and evaluation seeds (1,000,000, ...)
+MAX_DRAWS_PER_PAIR = 20  # scene draws allowed per requested pair before a probe kind is declared unbuildable
 
 
 def _swap(scene, field: str):
@@ -43,11 +47,16 @@ def _swap(scene, field: str):
 
 
 def _distractor_index(scene) -> int:
+    """The object a probe swaps with the target: a distractor of its shape and another colour, else any such object."""
     target = scene.object("target")
-    for i, obj in enumerate(scene.objects):
-        if obj.role == "distractor" and obj.shape == target.shape and obj.color != target.color:
+    same = [(i, o) for i, o in enumerate(scene.objects)
+            if o.role != "target" and o.shape == target.shape and o.color != target.color]
+    for i, obj in same:
+        if obj.role == "distractor":
             return i
-    raise ValueError(f"scene {scene.task} seed {scene.seed} has no distractor of the target's shape and another colour")
+    if same:
+        return same[0][0]
+    raise ValueError(f"scene {scene.task} seed {scene.seed} has no object of the target's shape and another colour")
 
 
 def _move_target(scene, min_shift: float = 0.08):
@@ -80,6 +89,9 @@ def corrupt_scene(scene, kind: str):
         old, new = f"{target.color} {target.shape}", f"{other.color} {other.shape}"
         if old not in scene.instruction:
             raise ValueError(f"instruction {scene.instruction!r} does not name the target as {old!r}")
+        if new in scene.instruction:  # both named (relational reference, stacking support): swap the names
+            swapped = "\0".join(part.replace(new, old) for part in scene.instruction.split(old))
+            return dataclasses.replace(scene, instruction=swapped.replace("\0", new))
         return dataclasses.replace(scene, instruction=scene.instruction.replace(old, new))
     if kind == "environment":
         light = "dim_warm" if scene.light != "dim_warm" else "bright_cool"
@@ -99,16 +111,23 @@ def sim_probe(kind: str, task: str = "lift/base", n: int = 16, seed: int = PROBE
         raise ValueError(f"unknown sim probe kind {kind!r}; known: {SIM_PROBE_KINDS}")
     own = env is None
     env = env or make_env(SimConfig(image_size=image_size))
-    pairs = []
+    if n < 1:
+        raise ValueError(f"a probe needs n >= 1 pairs, got {n}")
+    pairs, skipped = [], []
     try:
         s = seed
         while len(pairs) < n:
+            if s - seed >= MAX_DRAWS_PER_PAIR * n:
+                raise ValueError(
+                    f"cannot build a {kind!r} probe on {task}: {len(pairs)} of {n} pairs after {s - seed} scene draws "
+                    f"(last reason: {skipped[-1] if skipped else 'none'})")
             scene = sample_scene(task, s)
             s += 1
             try:
                 twin = corrupt_scene(scene, kind)
-            except ValueError:
-                continue  # this draw has no suitable distractor
+            except ValueError as err:
+                skipped.append(str(err))
+                continue  # this draw has no suitable partner object / wording
             clean_obs = env.reset_scene(scene)
             action, _ = expert_action(env.scene, env.world_state())
             corrupt_obs = env.reset_scene(twin)
