@@ -4,7 +4,7 @@
 them back and answers the study's questions with the numbers it has: target success per task
 and method (episodes pooled over seeds, 95% Wilson interval), success kept on the pretraining
 tasks, trainable parameters, training time and peak memory, and whether each of the issue's
-goals holds. Cells that are missing are reported as missing, never filled in.
+goals holds on the point estimates and is established by the 95% interval of the difference. Cells that are missing are reported as missing, never filled in.
 
 Usage::
 
@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sim.evaluate import wilson_interval
+from .sim.evaluate import newcombe_interval, wilson_interval
 from .study import SEEDLESS_METHODS
 from .study import STUDY_METHODS as METHOD_ORDER
 
@@ -45,6 +45,26 @@ class Pooled:
             return "—"
         low, high = self.ci95
         return f"{self.rate:.2f} [{low:.2f}, {high:.2f}] ({self.successes}/{self.episodes})"
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One goal of the study: whether the point estimates meet it, and, for success goals, whether the
+    95% interval of the difference (``heads`` minus the other method) clears zero in the goal's direction."""
+
+    goal: str
+    met: bool
+    numbers: str
+    difference: tuple[float, float] | None = None  # 95% interval of the success difference
+
+    @property
+    def established(self) -> str:
+        if self.difference is None:
+            return "—"
+        low, high = self.difference
+        if low > 0:
+            return "yes"
+        return "no: the opposite is" if high < 0 else "no: interval includes 0"
 
 
 def _pool(summaries) -> Pooled:
@@ -112,31 +132,37 @@ class StudyReport:
     def _on(self, method: str, pairs) -> list[dict]:
         return [c for c in self._cells(method=method) if (c["task"], c["seed"]) in set(pairs)]
 
-    def goals(self) -> list[tuple[str, bool | None, str]]:
-        """(goal, met, the numbers behind it), each on the (task, seed) pairs both methods finished."""
-        out: list[tuple[str, bool | None, str]] = []
+    def goals(self) -> list[Goal]:
+        """Each goal on the (task, seed) pairs both methods finished."""
+        out: list[Goal] = []
 
-        def compare(goal: str, a: str, b: str, value, better) -> None:
+        def compare(goal: str, a: str, b: str, pool, better) -> None:
             pairs = self.paired(a, b)
             if not pairs:
                 return
-            va, vb = value(self._on(a, pairs)), value(self._on(b, pairs))
-            out.append((goal, better(va, vb), f"{va:.3f} vs {vb:.3f} on {len(pairs)} task/seed pair(s)"))
+            pa, pb = pool(self._on(a, pairs)), pool(self._on(b, pairs))
+            if not (pa.episodes and pb.episodes):
+                return
+            low, high = newcombe_interval(pa.successes, pa.episodes, pb.successes, pb.episodes)
+            out.append(Goal(goal, better(pa.rate, pb.rate),
+                            f"{pa.rate:.3f} vs {pb.rate:.3f} on {len(pairs)} task/seed pair(s); "
+                            f"difference {pa.rate - pb.rate:+.3f} [{low:+.2f}, {high:+.2f}]", (low, high)))
 
-        target = lambda cells: _pool([c["target"] for c in cells]).rate  # noqa: E731
-        kept = lambda cells: self.kept(cells).rate  # noqa: E731
+        target = lambda cells: _pool([c["target"] for c in cells])  # noqa: E731
         compare("mean target success of heads (kNN) >= LoRA r32", "heads-knn", "lora", target, lambda x, y: x >= y)
         compare("heads (kNN) > random heads", "heads-knn", "random-heads", target, lambda x, y: x > y)
         for other in ("lora", "full"):
-            compare(f"heads retains more pretraining success than {other}", "heads-knn", other, kept, lambda x, y: x > y)
+            compare(f"heads retains more pretraining success than {other}", "heads-knn", other, self.kept,
+                    lambda x, y: x > y)
         pairs = self.paired("heads-knn", "lora")
         if pairs:
             mean = lambda cells, key: sum(float(c[key]) for c in cells) / len(cells)  # noqa: E731
             a, b = self._on("heads-knn", pairs), self._on("lora", pairs)
             pa, pb = mean(a, "trainable_params"), mean(b, "trainable_params")
             ta, tb = mean(a, "train_seconds"), mean(b, "train_seconds")
-            out.append(("heads trains <= 1/20 of LoRA's parameters in less time", pa <= pb / 20 and ta < tb,
-                        f"params ratio {pa / pb:.4f}, time {ta:.0f} s vs {tb:.0f} s on {len(pairs)} task/seed pair(s)"))
+            out.append(Goal("heads trains <= 1/20 of LoRA's parameters in less time", pa <= pb / 20 and ta < tb,
+                            f"params ratio {pa / pb:.4f}, time {ta:.0f} s vs {tb:.0f} s on {len(pairs)} "
+                            "task/seed pair(s)"))
         return out
 
     def markdown(self) -> str:
@@ -157,10 +183,13 @@ class StudyReport:
                 lines.append(f"| {m} | — | — | — | — |")
                 continue
             lines.append(f"| {m} | {self.retention(m).cell()} | {params:,.0f} | {seconds:.0f} | {rss:.0f} |")
-        lines += ["", "### Goals (each on the task/seed pairs both methods finished)", "", "| goal | met | numbers |",
-                  "|---|---|---|"]
-        for goal, met, numbers in self.goals():
-            lines.append(f"| {goal} | {'yes' if met else 'no'} | {numbers} |")
+        lines += ["", "### Goals (each on the task/seed pairs both methods finished)", "",
+                  "Met: the point estimates. Established: the 95% interval of the success difference (heads minus "
+                  "the other; Newcombe's method on the pooled counts, conservative for episodes on shared "
+                  "evaluation seeds) lies above 0.", "",
+                  "| goal | met | established | numbers |", "|---|---|---|---|"]
+        for g in self.goals():
+            lines.append(f"| {g.goal} | {'yes' if g.met else 'no'} | {g.established} | {g.numbers} |")
         lines += self._heads_table()
         missing = self.missing()
         if missing:

@@ -11,7 +11,7 @@ from robosteer.sim.scene import DIRECTIONS, PUSH_DISTANCE, sample_scene
 from robosteer.sim.statistics import dataset_statistics
 from robosteer.sim.tasks import SPLITS, Task, all_tasks, get_split
 from robosteer.sim.variations import AXES, VARIATIONS, SpatialAxis, VisualAxis, get_variation
-from robosteer.sim.evaluate import wilson_interval
+from robosteer.sim.evaluate import newcombe_interval, wilson_interval
 
 
 @pytest.mark.parametrize("task", all_tasks(), ids=str)
@@ -145,6 +145,16 @@ def test_keyframes_and_statistics():
     assert stats["action"]["mask"] == [True] * 6 + [False]
     assert stats["num_transitions"] == 6 and stats["num_trajectories"] == 2
     assert stats["action"]["max"][0] == 1.0 and stats["proprio"]["std"][0] == 0.0
+
+
+def test_newcombe_interval_matches_the_published_examples():
+    # Newcombe (1998), Statistics in Medicine 17:873, table II, method 10
+    assert newcombe_interval(56, 70, 48, 80) == pytest.approx((0.0524, 0.3339), abs=5e-5)
+    assert newcombe_interval(9, 10, 3, 10) == pytest.approx((0.1705, 0.8090), abs=5e-5)
+    low, high = newcombe_interval(3, 10, 9, 10)  # antisymmetric in the two samples
+    assert (low, high) == pytest.approx((-0.8090, -0.1705), abs=5e-5)
+    with pytest.raises(ValueError, match="n > 0"):
+        newcombe_interval(1, 0, 1, 2)
 
 
 def test_wilson_interval():

@@ -31,12 +31,18 @@ def test_pooling_goals_and_missing_cells(tmp_path):
     assert report.target("lora").rate == pytest.approx(9 / 30)
     low, high = report.target("heads-knn").ci95
     assert 0.38 < low < 0.6 < high < 0.8
-    goals = {g: (met, numbers) for g, met, numbers in report.goals()}
+    goals = {g.goal: (g.met, g.numbers) for g in report.goals()}
+    established = {g.goal: g.established for g in report.goals()}
     assert goals["mean target success of heads (kNN) >= LoRA r32"][0] is True
     assert goals["heads (kNN) > random heads"][0] is False  # 0.60 vs 0.70: reported as not met
     assert goals["heads retains more pretraining success than lora"][0] is True
     assert goals["heads trains <= 1/20 of LoRA's parameters in less time"][0] is True
     assert "heads retains more pretraining success than full" not in goals  # no full cells: no verdict
+    # 12/20 vs 8/20 is a point-estimate win only; 18/20 vs 12/20 kept clears zero
+    assert established["mean target success of heads (kNN) >= LoRA r32"] == "no: interval includes 0"
+    assert established["heads retains more pretraining success than lora"] == "yes"
+    assert established["heads trains <= 1/20 of LoRA's parameters in less time"] == "—"
+    assert "difference +0.200 [" in goals["mean target success of heads (kNN) >= LoRA r32"][1]
     text = report.markdown()
     assert "Missing cells (5)" in text and "lift/paraphrase/heads-knn/seed0" in text
     assert "0.60 [" in text and "(12/20)" in text
@@ -122,7 +128,7 @@ def test_goals_compare_only_cells_both_methods_finished(tmp_path):
     write_cell(tmp_path, "push/camera_shift", "heads-knn", 0, 10)  # lora has no cell here: must not count
     report = StudyReport.load(tmp_path)
     assert report.paired("heads-knn", "lora") == [("push/paraphrase", 0)]
-    goals = {g: (met, numbers) for g, met, numbers in report.goals()}
+    goals = {g.goal: (g.met, g.numbers) for g in report.goals()}
     met, numbers = goals["mean target success of heads (kNN) >= LoRA r32"]
     assert met is False and numbers.startswith("0.300 vs 0.400 on 1 task/seed pair")
     assert report.target("heads-knn").successes == 13  # the table still shows every finished cell
@@ -136,3 +142,10 @@ def test_committed_study_tables_regenerate_from_the_committed_cells(folder, tabl
     report = StudyReport.load(docs / folder)
     assert (docs / table).read_text() == report.markdown()
     assert report.markdown().strip() in (docs / "results.md").read_text()
+
+
+def test_a_goal_whose_interval_lies_below_zero_says_the_opposite_is_established():
+    from robosteer.study_report import Goal
+
+    assert Goal("heads > x", False, "", (-0.5, -0.1)).established == "no: the opposite is"
+    assert Goal("heads > x", True, "", (0.01, 0.3)).established == "yes"

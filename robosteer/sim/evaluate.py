@@ -35,6 +35,18 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def newcombe_interval(s1: int, n1: int, s2: int, n2: int, z: float = 1.96) -> tuple[float, float]:
+    """95% interval of ``s1/n1 - s2/n2`` (Newcombe's hybrid score method from the two Wilson intervals).
+
+    It treats the two samples as independent; for episodes run on the same evaluation seeds it is
+    conservative (wider than a paired interval would be).
+    """
+    (l1, u1), (l2, u2) = wilson_interval(s1, n1, z), wilson_interval(s2, n2, z)  # validates the counts
+    p1, p2 = s1 / n1, s2 / n2
+    d = p1 - p2
+    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
 @dataclass
 class EpisodeRecord:
     seed: int
