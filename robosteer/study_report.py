@@ -4,7 +4,8 @@
 them back and answers the study's questions with the numbers it has: target success per task
 and method (episodes pooled over seeds, 95% Wilson interval), success kept on the pretraining
 tasks, trainable parameters, training time and peak memory, and whether each of the issue's
-goals holds on the point estimates and is established by the 95% interval of the difference. Cells that are missing are reported as missing, never filled in.
+goals holds on the point estimates and is established by the 95% interval of the
+difference. Cells that are missing are reported as missing, never filled in.
 
 Usage::
 

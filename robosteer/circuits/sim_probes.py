@@ -109,10 +109,10 @@ def sim_probe(kind: str, task: str = "lift/base", n: int = 16, seed: int = PROBE
 
     if kind not in SIM_PROBE_KINDS:
         raise ValueError(f"unknown sim probe kind {kind!r}; known: {SIM_PROBE_KINDS}")
-    own = env is None
-    env = env or make_env(SimConfig(image_size=image_size))
     if n < 1:
         raise ValueError(f"a probe needs n >= 1 pairs, got {n}")
+    own = env is None
+    env = env or make_env(SimConfig(image_size=image_size))
     pairs, skipped = [], []
     try:
         s = seed
