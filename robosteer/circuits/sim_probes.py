@@ -51,12 +51,9 @@ def _distractor_index(scene) -> int:
     target = scene.object("target")
     same = [(i, o) for i, o in enumerate(scene.objects)
             if o.role != "target" and o.shape == target.shape and o.color != target.color]
-    for i, obj in same:
-        if obj.role == "distractor":
-            return i
-    if same:
-        return same[0][0]
-    raise ValueError(f"scene {scene.task} seed {scene.seed} has no object of the target's shape and another colour")
+    if not same:
+        raise ValueError(f"scene {scene.task} seed {scene.seed} has no object of the target's shape and another colour")
+    return min(same, key=lambda pair: pair[1].role != "distractor")[0]  # the first distractor, else the first
 
 
 def _move_target(scene, min_shift: float = 0.08):
@@ -113,20 +110,20 @@ def sim_probe(kind: str, task: str = "lift/base", n: int = 16, seed: int = PROBE
         raise ValueError(f"a probe needs n >= 1 pairs, got {n}")
     own = env is None
     env = env or make_env(SimConfig(image_size=image_size))
-    pairs, skipped = [], []
+    pairs, last_reason = [], "none"
     try:
         s = seed
         while len(pairs) < n:
             if s - seed >= MAX_DRAWS_PER_PAIR * n:
                 raise ValueError(
                     f"cannot build a {kind!r} probe on {task}: {len(pairs)} of {n} pairs after {s - seed} scene draws "
-                    f"(last reason: {skipped[-1] if skipped else 'none'})")
+                    f"(last reason: {last_reason})")
             scene = sample_scene(task, s)
             s += 1
             try:
                 twin = corrupt_scene(scene, kind)
             except ValueError as err:
-                skipped.append(str(err))
+                last_reason = str(err)
                 continue  # this draw has no suitable partner object / wording
             clean_obs = env.reset_scene(scene)
             action, _ = expert_action(env.scene, env.world_state())
