@@ -12,11 +12,14 @@ Usage::
     report = StudyReport.load("runs/study")
     print(report.markdown())
     report.figure().write_html("docs/results_success.html")
-    robosteer study-report runs/study --out docs/results_study.md --html docs/results_success.html
+    report.static_figure().savefig("docs/results_success.png")   # the same panels, for Markdown
+    robosteer study-report runs/study --out docs/results_study.md --html docs/results_success.html \
+        --png docs/results_success.png
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +69,10 @@ class Goal:
         if low > 0:
             return "yes"
         return "no: the opposite is" if high < 0 else "no: interval includes 0"
+
+
+# one colour per method, shared by the interactive and the static figure
+_PALETTE = ("#7f7f7f", "#1f77b4", "#aec7e8", "#d62728", "#ff9896", "#9467bd", "#2ca02c", "#8c564b")
 
 
 def _pool(summaries) -> Pooled:
@@ -234,9 +241,8 @@ class StudyReport:
 
         fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.08,
                             subplot_titles=("target success per task", "target success vs success kept"))
-        palette = ("#7f7f7f", "#1f77b4", "#aec7e8", "#d62728", "#ff9896", "#9467bd", "#2ca02c", "#8c564b")
         for i, m in enumerate(self.methods):
-            color = palette[i % len(palette)]
+            color = _PALETTE[i % len(_PALETTE)]
             pooled = [self.target(m, t) for t in self.tasks]
             fig.add_bar(name=m, x=self.tasks, y=[p.rate for p in pooled], error_y=errors(pooled), marker_color=color,
                         legendgroup=m, customdata=[[p.successes, p.episodes] for p in pooled],
@@ -258,12 +264,46 @@ class StudyReport:
         fig.update_xaxes(title_text=f"success kept on {', '.join(self.retention_tasks)}", range=[0, 1], row=1, col=2)
         return fig
 
+    def static_figure(self):
+        """The same two panels as :meth:`figure`, drawn with matplotlib for a PNG that renders where HTML does not
+        (a Markdown viewer, a paper). Returns a ``matplotlib.figure.Figure`` (no pyplot state is touched)."""
+        from matplotlib.figure import Figure
+
+        def yerr(pooled: list[Pooled]) -> list[list[float]]:
+            return [[p.rate - p.ci95[0] for p in pooled], [p.ci95[1] - p.rate for p in pooled]]
+
+        fig = Figure(figsize=(13, 5), layout="constrained")
+        bars, scatter = fig.subplots(1, 2, width_ratios=[0.62, 0.38])
+        width = 0.8 / max(1, len(self.methods))
+        for i, m in enumerate(self.methods):
+            color = _PALETTE[i % len(_PALETTE)]
+            pooled = [self.target(m, t) for t in self.tasks]
+            shown = [(j, p) for j, p in enumerate(pooled) if p.episodes]  # missing cells stay gaps
+            if shown:
+                x = [j + (i - (len(self.methods) - 1) / 2) * width for j, _ in shown]
+                ps = [p for _, p in shown]
+                bars.bar(x, [p.rate for p in ps], width, yerr=yerr(ps), color=color, label=m, capsize=2,
+                         error_kw=dict(elinewidth=0.8))
+            target, kept = self.target(m), self.retention(m)
+            if target.episodes and kept.episodes:
+                scatter.errorbar([kept.rate], [target.rate], xerr=yerr([kept]), yerr=yerr([target]), fmt="o",
+                                 color=color, markersize=8, capsize=3)
+        bars.set_xticks(range(len(self.tasks)), self.tasks, rotation=15)
+        bars.set(ylim=(0, 1), ylabel="target success", title="target success per task")
+        bars.legend(fontsize=8, ncols=2)
+        scatter.set(xlim=(0, 1), ylim=(0, 1), ylabel="target success (all finished cells)",
+                    xlabel=f"success kept on {', '.join(self.retention_tasks)}",
+                    title="target success vs success kept")
+        fig.suptitle("Few-shot adaptation (95% Wilson intervals; missing cells are gaps, never filled in)")
+        return fig
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("study-report", help="tables, goal checks and a plotly figure from a study folder")
     p.add_argument("study_dir")
     p.add_argument("--out", help="write the Markdown here (default: print it)")
     p.add_argument("--html", help="write the interactive success figure here")
+    p.add_argument("--png", help="write the same figure as a static PNG here (matplotlib)")
     p.set_defaults(func=_command)
 
 
@@ -280,4 +320,10 @@ def _command(args) -> int:
         from .viz import save_html
 
         save_html(report.figure(), args.html)  # plotly.js embedded: opens offline
+    if args.png:
+        from .atomic import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        report.static_figure().savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+        atomic_write_bytes(args.png, buffer.getvalue())
     return 0

@@ -52,6 +52,24 @@ def test_pooling_goals_and_missing_cells(tmp_path):
     assert points["heads-knn"] == pytest.approx((18 / 20, 12 / 20)) and points["lora"] == pytest.approx((17 / 30, 9 / 30))
 
 
+def test_the_static_figure_draws_the_same_numbers_and_leaves_missing_cells_as_gaps(tmp_path):
+    pytest.importorskip("matplotlib")
+    for seed in (0, 1):
+        write_cell(tmp_path, "lift/novel_color", "heads-knn", seed, 6, kept=(9, 10))
+        write_cell(tmp_path, "lift/novel_color", "lora", seed, 4, kept=(6, 10))
+    write_cell(tmp_path, "lift/paraphrase", "lora", 0, 1)  # heads-knn has no cell here: no bar, not a zero bar
+    report = StudyReport.load(tmp_path)
+    bars, scatter = report.static_figure().axes
+    drawn = {c.get_label(): [round(p.get_height(), 6) for p in c.patches] for c in bars.containers
+             if hasattr(c, "patches")}
+    assert drawn == {"lora": [0.4, 0.1], "heads-knn": [0.6]}
+    points = sorted(float(v) for c in scatter.containers for v in c.lines[0].get_xydata()[0])  # the markers
+    assert points == pytest.approx(sorted([18 / 20, 12 / 20, 17 / 30, 9 / 30]))  # (kept, target) per method
+    low, high = report.target("heads-knn").ci95
+    whiskers = [seg for c in bars.collections for seg in c.get_segments()]
+    assert any(seg[0][1] == pytest.approx(low) and seg[1][1] == pytest.approx(high) for seg in whiskers)
+
+
 def test_zero_shot_needs_one_cell_per_task_not_one_per_seed(tmp_path):
     for seed in (0, 1):
         write_cell(tmp_path, "push/paraphrase", "lora", seed, 4)
