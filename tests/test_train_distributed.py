@@ -66,9 +66,8 @@ def test_two_processes_ddp_match_one(tmp_path, single):
 
 
 def test_two_processes_fsdp_with_resume_match_one(tmp_path, single):
-    run = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    run = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # torchrun binds a free port
     launch(run, tmp_path / "fsdp", "--fsdp", "--stop-after", "2")
     assert (tmp_path / "fsdp" / "checkpoints" / "step-0000002").is_dir() and not (tmp_path / "fsdp" / "final").exists()
-    run[-1] = str(free_port())
     launch(run, tmp_path / "fsdp", "--fsdp")
     assert_same_adapter(single, tmp_path / "fsdp")
