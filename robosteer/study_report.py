@@ -152,9 +152,13 @@ class StudyReport:
             if not (pa.episodes and pb.episodes):
                 return
             low, high = newcombe_interval(pa.successes, pa.episodes, pb.successes, pb.episodes)
+            # the same comparison pair by pair (same demonstrations, same evaluation seeds): how consistent it is
+            signs = [(lambda x, y: (x > y) - (x < y))(pool(self._on(a, [p])).rate, pool(self._on(b, [p])).rate)
+                     for p in pairs]
             out.append(Goal(goal, better(pa.rate, pb.rate),
                             f"{pa.rate:.3f} vs {pb.rate:.3f} on {len(pairs)} task/seed pair(s); "
-                            f"difference {pa.rate - pb.rate:+.3f} [{low:+.2f}, {high:+.2f}]", (low, high)))
+                            f"difference {pa.rate - pb.rate:+.3f} [{low:+.2f}, {high:+.2f}]; heads ahead on "
+                            f"{signs.count(1)}, tied on {signs.count(0)}, behind on {signs.count(-1)}", (low, high)))
 
         target = lambda cells: _pool([c["target"] for c in cells])  # noqa: E731
         compare("mean target success of heads (kNN) >= LoRA r32", "heads-knn", "lora", target, lambda x, y: x >= y)

@@ -152,6 +152,19 @@ def test_goals_compare_only_cells_both_methods_finished(tmp_path):
     assert report.target("heads-knn").successes == 13  # the table still shows every finished cell
 
 
+def test_goals_count_the_pairs_heads_is_ahead_tied_and_behind_on(tmp_path):
+    for task, seed, heads, lora, kept_heads, kept_lora in [("push/paraphrase", 0, 6, 4, (3, 10), (3, 10)),
+                                                           ("push/paraphrase", 1, 2, 5, (2, 10), (3, 10)),
+                                                           ("push/relational", 0, 4, 4, (6, 10), (3, 10))]:
+        write_cell(tmp_path, task, "heads-knn", seed, heads, kept=kept_heads)
+        write_cell(tmp_path, task, "lora", seed, lora, kept=kept_lora)
+    numbers = {g.goal: g.numbers for g in StudyReport.load(tmp_path).goals()}
+    assert numbers["mean target success of heads (kNN) >= LoRA r32"].endswith(
+        "heads ahead on 1, tied on 1, behind on 1")  # pooled 12/30 vs 13/30 hides a win, a tie and a loss
+    assert numbers["heads retains more pretraining success than lora"].endswith(
+        "heads ahead on 1, tied on 1, behind on 1")
+
+
 @pytest.mark.parametrize("folder, table", [("results", "results_study.md"), ("results/matrix", "results_matrix.md")])
 def test_committed_study_tables_regenerate_from_the_committed_cells(folder, table):
     from pathlib import Path
