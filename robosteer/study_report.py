@@ -153,8 +153,8 @@ class StudyReport:
                 return
             low, high = newcombe_interval(pa.successes, pa.episodes, pb.successes, pb.episodes)
             # the same comparison pair by pair (same demonstrations, same evaluation seeds): how consistent it is
-            signs = [(lambda x, y: (x > y) - (x < y))(pool(self._on(a, [p])).rate, pool(self._on(b, [p])).rate)
-                     for p in pairs]
+            rates = [(pool(self._on(a, [p])).rate, pool(self._on(b, [p])).rate) for p in pairs]
+            signs = [(x > y) - (x < y) for x, y in rates]
             out.append(Goal(goal, better(pa.rate, pb.rate),
                             f"{pa.rate:.3f} vs {pb.rate:.3f} on {len(pairs)} task/seed pair(s); "
                             f"difference {pa.rate - pb.rate:+.3f} [{low:+.2f}, {high:+.2f}]; heads ahead on "
