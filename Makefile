@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: install test test-slow demo bench clean
+.PHONY: install test test-slow demo clean
 
 install:
 	@bash scripts/install.sh

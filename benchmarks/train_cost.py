@@ -4,7 +4,7 @@ Two models, each trained with ``heads`` (query + output slices of k LLM heads, k
 paper's proportion of 20 of 144 heads, rounded) and with ``lora`` (r=32, all-linear,
 OpenVLA's defaults):
 
-- ``default-policy``: the default policy's shape (64 px, 6-layer 8-head 256-wide LLM, 4-block towers);
+- ``default-policy``: the default policy's shape (64 px, 6-layer 8-head 128-wide LLM, 4-block towers);
 - ``7b-stack``: two Llama layers of OpenVLA-7B's width (4096, 32 heads, MLP 11008) in the same
   OpenVLA class, with tiny vision towers and the tiny vocabulary (so the layers dominate), float32.
 
