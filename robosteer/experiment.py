@@ -71,16 +71,25 @@ class FinetuneResult:
 
 
 def collect_demos(task: str, episodes: int, out: str | Path, seed: int = 0, workers: int = 2, image_size: int = 64):
-    """Expert demonstrations of ``task`` (reused if ``out`` already holds a complete folder)."""
+    """Expert demonstrations of ``task`` on expert seeds ``seed .. seed + episodes - 1``; a complete folder already
+    at ``out`` is reused if it was collected with these settings, and refused (ValueError) if not."""
     from .sim.collect import CollectConfig, collect
     from .sim.dataset import DemoDataset
 
     out = Path(out)
+    config = CollectConfig(tasks=(task,), episodes=episodes, seed=seed, workers=workers, image_size=image_size)
     if not (out / "meta.json").is_file():
-        report = collect(CollectConfig(tasks=(task,), episodes=episodes, seed=seed, workers=workers,
-                                       image_size=image_size), out)
+        report = collect(config, out)
         log.info("demonstrations: %s", report.summary())
-    return DemoDataset(out)
+    demos = DemoDataset(out)
+    was = demos.meta.get("collect_config", {})
+    want = {"tasks": list(config.tasks), **{k: getattr(config, k) for k in ("episodes", "seed", "image_size",
+                                                                            "action_noise", "keep_failures")}}
+    differ = "; ".join(f"{k}: {was.get(k)} there, {v} wanted" for k, v in want.items() if was.get(k) != v)
+    if differ:
+        raise ValueError(f"{out} holds demonstrations collected with other settings ({differ}); remove it or choose "
+                         "another folder")
+    return demos
 
 
 def _reset_peak_rss() -> bool:

@@ -1,7 +1,8 @@
 """The few-shot steering study: held-out tasks x methods x seeds, resumable cell by cell.
 
-For each held-out adaptation task and seed, the same demonstrations (collection seed =
-study seed) feed every method on the same schedule; each finetuned policy is evaluated
+For each held-out adaptation task and seed, the same demonstrations feed every method on
+the same schedule (seed s collects on expert seeds ``s * demos .. s * demos + demos - 1``, so
+the seeds' demonstration sets are disjoint); each finetuned policy is evaluated
 on the task (target success) and on the pretraining tasks (what it kept). A cell's
 result is one JSON file, written when the cell finishes, so a long study survives
 interruption: rerun the same command and finished cells are skipped.
@@ -76,6 +77,16 @@ class StudyConfig:
             object.__setattr__(self, name, tuple(str(Task.parse(t)) for t in getattr(self, name)))
         if not self.seeds or self.demos < 1 or self.episodes < 1:
             raise ValueError("a study needs seeds, demos >= 1 and episodes >= 1")
+        from .sim.tasks import EVAL_SEED
+
+        if min(self.seeds) < 0 or self.demo_seed(max(self.seeds)) + self.demos > EVAL_SEED:
+            raise ValueError(f"study seeds must be >= 0 and keep the demonstration seeds (seed x demos onwards) below "
+                             f"the evaluation seeds ({EVAL_SEED:,}); got seeds {self.seeds} with {self.demos} demos")
+
+    def demo_seed(self, seed: int) -> int:
+        """The first expert seed of a study seed's demonstrations: disjoint sets of ``demos`` seeds per study seed
+        (seed 1 does not reuse 19 of seed 0's 20 scenes)."""
+        return seed * self.demos
 
 
 @dataclass
@@ -143,8 +154,9 @@ def _adapt(config: StudyConfig, cell: CellResult) -> str:
     task, method, seed = cell.task, cell.method, cell.seed
     work = Path(config.out_dir) / "work" / task.replace("/", "_") / f"seed{seed}"
     settings = FinetuneSettings(steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=seed)
-    cell.settings = {**asdict(settings), "demos": config.demos}
-    demos = collect_demos(task, config.demos, work / "demos", seed=seed, workers=config.workers)
+    first = config.demo_seed(seed)
+    cell.settings = {**asdict(settings), "demos": config.demos, "demo_seeds": [first, first + config.demos - 1]}
+    demos = collect_demos(task, config.demos, work / "demos", seed=first, workers=config.workers)
     base = load_vla(config.policy)
     scorer = "attribution" if method == "heads-attribution" else "knn"
     found = discover(base, demos, DiscoverConfig(method=scorer, top_k=config.top_k, seed=seed),

@@ -183,3 +183,18 @@ def test_policy_hook_and_cli_errors(capsys):
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
     assert "stack/base" in out and "axis=family" in out and "heldout" in out
+
+
+def test_collect_demos_reuses_a_matching_folder_and_refuses_one_collected_otherwise(demos, monkeypatch):
+    import robosteer.sim.collect as collect_module
+    from robosteer.experiment import collect_demos
+
+    def no_collection(*a, **kw):
+        raise AssertionError("a complete folder with the same settings must be reused")
+
+    monkeypatch.setattr(collect_module, "collect", no_collection)
+    assert collect_demos("lift", 3, demos, seed=10, workers=2).num_episodes == 3  # workers do not change the data
+    with pytest.raises(ValueError, match=r"other settings \(seed: 10 there, 0 wanted\)"):
+        collect_demos("lift/base", 3, demos, seed=0)  # e.g. another study seed's demonstrations
+    with pytest.raises(ValueError, match=r"tasks: \['lift/base'\] there, \['push/base'\] wanted; episodes: 3 there"):
+        collect_demos("push/base", 20, demos, seed=10)

@@ -135,10 +135,20 @@ def test_a_finetuned_cell_records_its_cost_and_evaluates_the_adapted_policy(tmp_
     cell = run_cell(config, "push/paraphrase", "lora-matched", 2)
     head_dim = tiny_vla.config.llm_dim // tiny_vla.head_layout.shape("llm")[1]
     rank = lora_matched_rank(tiny_vla, 2 * 2 * tiny_vla.config.llm_dim * head_dim)
-    assert trained == [("demos of push/paraphrase/2", "lora", rank, 2)]
-    assert cell.settings["lora_r"] == rank and cell.settings["demos"] == 20
+    assert trained == [("demos of push/paraphrase/40", "lora", rank, 2)]  # demonstrations on expert seeds 40-59
+    assert cell.settings["lora_r"] == rank and cell.settings["demos"] == 20 and cell.settings["demo_seeds"] == [40, 59]
     assert (cell.trainable_params, cell.train_seconds, cell.peak_rss_mb) == (123, 4.5, 600.0)
     policy = str(tmp_path / "work" / "push_paraphrase" / "seed2" / "lora-matched" / "policy.json")
     assert evaluated == [(policy, ("push/paraphrase",)), (policy, ("lift/base", "push/base"))]  # never the base
     assert not (tmp_path / "base_retention.json").exists()
     assert json.loads(cell_path(config, "push/paraphrase", "lora-matched", 2).read_text())["heads"] == cell.heads
+
+
+def test_each_study_seed_collects_its_own_demonstrations():
+    config = StudyConfig(out_dir="unused", seeds=(0, 1, 2), demos=20)
+    sets = [set(range(config.demo_seed(s), config.demo_seed(s) + config.demos)) for s in config.seeds]
+    assert sets[0] == set(range(20)) and all(not (a & b) for i, a in enumerate(sets) for b in sets[i + 1:])
+    with pytest.raises(ValueError, match="below the evaluation seeds"):
+        StudyConfig(out_dir="unused", seeds=(0, 60_000), demos=20)  # would collect on evaluation seeds
+    with pytest.raises(ValueError, match="seeds must be >= 0"):
+        StudyConfig(out_dir="unused", seeds=(-1,))
