@@ -41,7 +41,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes per policy")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed, random draws and demonstrations (expert seeds "
+                   "seed x demos onwards: other seeds, other scenes, as in `robosteer study`)")
     p.add_argument("--out", default="runs/franka_finetune")
     args = p.parse_args()
     task = Task.parse(args.task, args.variation)
@@ -65,7 +66,7 @@ def main() -> None:
     t_start = time.perf_counter()
 
     print(f"[1/4] collecting {args.demos} expert demonstrations of {args.task_name}")
-    demos = collect_demos(args.task_name, args.demos, out / "demos", seed=args.seed, workers=args.workers)
+    demos = collect_demos(args.task_name, args.demos, out / "demos", seed=args.seed * args.demos, workers=args.workers)
 
     print(f"[2/4] discovering heads ({args.method}, top {args.top_k})")
     from robosteer.models import load_vla
