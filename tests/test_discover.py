@@ -84,3 +84,32 @@ def test_discover_cli_writes_scores_mask_and_headmap(demos_and_policy, method, c
     assert "plotly" in html.lower() and str(mask.heads[0]) in html
     assert json.loads((out / "scores.json").read_text())
     assert "selected 3 heads" in capsys.readouterr().out
+
+
+def test_the_discovery_seed_draws_the_probe_scenes(monkeypatch):
+    """Attribution/activation selection varies with the seed like kNN's does with the demonstrations: seed s
+    builds its probes from other scenes (seed 0 keeps PROBE_SEED)."""
+    from types import SimpleNamespace
+
+    import robosteer.circuits.sim_probes as sim_probes
+    from robosteer.circuits.discover import DiscoverConfig, score_heads
+
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_probe(kind, task, n, seed, image_size, env=None):
+        asked.append((kind, task, seed))
+        raise Stop
+
+    monkeypatch.setattr(sim_probes, "sim_probe", fake_probe)
+    dataset = SimpleNamespace(tasks=["push/paraphrase"], image=lambda i: np.zeros((32, 32, 3), np.uint8))
+    for seed in (0, 1, 2):
+        with pytest.raises(Stop):
+            score_heads(None, dataset, DiscoverConfig(method="attribution", probes=("visual",), seed=seed))
+    starts = [s for _, _, s in asked]
+    assert starts[0] == sim_probes.PROBE_SEED and len(set(starts)) == 3
+    assert all(b - a >= sim_probes.MAX_DRAWS_PER_PAIR * DiscoverConfig().probe_pairs for a, b in zip(starts, starts[1:]))
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        DiscoverConfig(method="attribution", seed=-1)

@@ -42,7 +42,7 @@ class DiscoverConfig:
     probes: tuple[str, ...] = ("visual", "linguistic", "physical")  # for activation / attribution
     probe_pairs: int = 12
     probe_task: str | None = None  # sim task for probes; default: the demonstrations' most common task
-    seed: int = 0
+    seed: int = 0  # random draws: the random scorer's scores and the sim probes' scenes
     unnorm_key: str | None = None
     stream: bool = False  # knn / sav: write activations to <out>/activations batch by batch (bounded memory)
 
@@ -53,6 +53,8 @@ class DiscoverConfig:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.method in ("activation", "attribution") and not self.probes:
             raise ValueError(f"method {self.method!r} needs at least one probe")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
 
 @dataclass
@@ -109,12 +111,13 @@ def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = N
         scores = parts[0] if len(parts) == 1 else HeadScores.merge(*parts)
         return scores, scores.default_column
     from .patching import PatchingConfig, activation_patching, attribution_patching
-    from .sim_probes import sim_probe
+    from .sim_probes import probe_seed, sim_probe
 
     task = config.probe_task or Counter(dataset.tasks).most_common(1)[0][0]
     parts = []
     for kind in config.probes:
-        probe = sim_probe(kind, task=task, n=config.probe_pairs, image_size=dataset.image(0).shape[0])
+        probe = sim_probe(kind, task=task, n=config.probe_pairs, seed=probe_seed(config.seed),
+                          image_size=dataset.image(0).shape[0])
         if config.method == "activation":
             parts.append(activation_patching(vla, probe, PatchingConfig(towers=config.towers, unnorm_key=config.unnorm_key)))
         else:

@@ -34,7 +34,15 @@ from .probes import Probe
 
 SIM_PROBE_KINDS = ("visual", "linguistic", "physical", "environment")
 PROBE_SEED = 2_000_000  # probe scenes: away from collection seeds (0, ...) and evaluation seeds (1,000,000, ...)
+PROBE_SEED_STRIDE = 10_000  # discovery seed s draws its probe scenes from PROBE_SEED + s * stride on
 MAX_DRAWS_PER_PAIR = 20  # scene draws allowed per requested pair before a probe kind is declared unbuildable
+
+
+def probe_seed(seed: int) -> int:
+    """First probe-scene seed of a discovery seed: other seeds, other scenes (seed 0: ``PROBE_SEED``)."""
+    if seed < 0:
+        raise ValueError(f"a discovery seed must be >= 0, got {seed}")
+    return PROBE_SEED + seed * PROBE_SEED_STRIDE
 
 
 def _swap(scene, field: str):
