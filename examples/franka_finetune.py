@@ -20,7 +20,7 @@ from pathlib import Path
 
 from robosteer.atomic import atomic_write_text
 from robosteer.circuits.discover import DiscoverConfig, discover
-from robosteer.experiment import FinetuneSettings, collect_demos, evaluate_policy, finetune
+from robosteer.experiment import FinetuneSettings, collect_demos, evaluate_policy, finetune, first_demo_seed
 from robosteer.sim.tasks import Task, get_split
 
 
@@ -66,7 +66,8 @@ def main() -> None:
     t_start = time.perf_counter()
 
     print(f"[1/4] collecting {args.demos} expert demonstrations of {args.task_name}")
-    demos = collect_demos(args.task_name, args.demos, out / "demos", seed=args.seed * args.demos, workers=args.workers)
+    demos = collect_demos(args.task_name, args.demos, out / "demos", seed=first_demo_seed(args.seed, args.demos),
+                          workers=args.workers)
 
     print(f"[2/4] discovering heads ({args.method}, top {args.top_k})")
     from robosteer.models import load_vla

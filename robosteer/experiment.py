@@ -70,6 +70,12 @@ class FinetuneResult:
         return d
 
 
+def first_demo_seed(seed: int, demos: int) -> int:
+    """First expert seed of run seed ``seed``'s ``demos`` demonstrations: disjoint scenes per seed (seed 1 does not
+    reuse 19 of seed 0's 20); the study and the main job both collect this way."""
+    return seed * demos
+
+
 def collect_demos(task: str, episodes: int, out: str | Path, seed: int = 0, workers: int = 2, image_size: int = 64):
     """Expert demonstrations of ``task`` on expert seeds ``seed .. seed + episodes - 1``; a complete folder already
     at ``out`` is reused if it was collected with these settings, and refused (ValueError) if not."""
@@ -83,8 +89,7 @@ def collect_demos(task: str, episodes: int, out: str | Path, seed: int = 0, work
         log.info("demonstrations: %s", report.summary())
     demos = DemoDataset(out)
     was = demos.meta.get("collect_config", {})
-    want = {"tasks": list(config.tasks), **{k: getattr(config, k) for k in ("episodes", "seed", "image_size",
-                                                                            "action_noise", "keep_failures")}}
+    want = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items() if k != "workers"}
     differ = "; ".join(f"{k}: {was.get(k)} there, {v} wanted" for k, v in want.items() if was.get(k) != v)
     if differ:
         raise ValueError(f"{out} holds demonstrations collected with other settings ({differ}); remove it or choose "

@@ -84,9 +84,10 @@ class StudyConfig:
                              f"the evaluation seeds ({EVAL_SEED:,}); got seeds {self.seeds} with {self.demos} demos")
 
     def demo_seed(self, seed: int) -> int:
-        """The first expert seed of a study seed's demonstrations: disjoint sets of ``demos`` seeds per study seed
-        (seed 1 does not reuse 19 of seed 0's 20 scenes)."""
-        return seed * self.demos
+        """The first expert seed of a study seed's demonstrations (``experiment.first_demo_seed``)."""
+        from .experiment import first_demo_seed
+
+        return first_demo_seed(seed, self.demos)
 
 
 @dataclass

@@ -75,6 +75,11 @@ class Goal:
 _PALETTE = ("#7f7f7f", "#1f77b4", "#aec7e8", "#d62728", "#ff9896", "#9467bd", "#2ca02c", "#8c564b")
 
 
+def _error_bars(pooled: list[Pooled]) -> tuple[list[float], list[float]]:
+    """Distances from each rate down and up to its Wilson interval's ends (both figures' error bars)."""
+    return [p.rate - p.ci95[0] for p in pooled], [p.ci95[1] - p.rate for p in pooled]
+
+
 def _pool(summaries) -> Pooled:
     return Pooled(sum(int(s["successes"]) for s in summaries), sum(int(s["episodes"]) for s in summaries))
 
@@ -240,8 +245,8 @@ class StudyReport:
         from plotly.subplots import make_subplots
 
         def errors(pooled: list[Pooled]) -> dict:
-            return dict(type="data", symmetric=False, array=[p.ci95[1] - p.rate for p in pooled],
-                        arrayminus=[p.rate - p.ci95[0] for p in pooled])
+            down, up = _error_bars(pooled)
+            return dict(type="data", symmetric=False, array=up, arrayminus=down)
 
         fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.08,
                             subplot_titles=("target success per task", "target success vs success kept"))
@@ -273,9 +278,6 @@ class StudyReport:
         (a Markdown viewer, a paper). Returns a ``matplotlib.figure.Figure`` (no pyplot state is touched)."""
         from matplotlib.figure import Figure
 
-        def yerr(pooled: list[Pooled]) -> list[list[float]]:
-            return [[p.rate - p.ci95[0] for p in pooled], [p.ci95[1] - p.rate for p in pooled]]
-
         fig = Figure(figsize=(13, 5), layout="constrained")
         bars, scatter = fig.subplots(1, 2, width_ratios=[0.62, 0.38])
         width = 0.8 / max(1, len(self.methods))
@@ -286,12 +288,12 @@ class StudyReport:
             if shown:
                 x = [j + (i - (len(self.methods) - 1) / 2) * width for j, _ in shown]
                 ps = [p for _, p in shown]
-                bars.bar(x, [p.rate for p in ps], width, yerr=yerr(ps), color=color, label=m, capsize=2,
+                bars.bar(x, [p.rate for p in ps], width, yerr=_error_bars(ps), color=color, label=m, capsize=2,
                          error_kw=dict(elinewidth=0.8))
             target, kept = self.target(m), self.retention(m)
             if target.episodes and kept.episodes:
-                scatter.errorbar([kept.rate], [target.rate], xerr=yerr([kept]), yerr=yerr([target]), fmt="o",
-                                 color=color, markersize=8, capsize=3)
+                scatter.errorbar([kept.rate], [target.rate], xerr=_error_bars([kept]), yerr=_error_bars([target]),
+                                 fmt="o", color=color, markersize=8, capsize=3)
         bars.set_xticks(range(len(self.tasks)), self.tasks, rotation=15)
         bars.set(ylim=(0, 1), ylabel="target success", title="target success per task")
         bars.legend(fontsize=8, ncols=2)
