@@ -175,8 +175,35 @@ def test_committed_study_tables_regenerate_from_the_committed_cells(folder, tabl
     assert report.markdown().strip() in (docs / "results.md").read_text()
 
 
-def test_a_goal_whose_interval_lies_below_zero_says_the_opposite_is_established():
+def test_a_goal_is_established_only_when_episodes_and_seeds_both_clear_zero():
     from robosteer.study_report import Goal
 
-    assert Goal("heads > x", False, "", (-0.5, -0.1)).established == "no: the opposite is"
-    assert Goal("heads > x", True, "", (0.01, 0.3)).established == "yes"
+    assert Goal("heads > x", False, "", (-0.5, -0.1), (-0.4, -0.2)).established == "no: the opposite is"
+    assert Goal("heads > x", True, "", (0.01, 0.3), (0.05, 0.2)).established == "yes"
+    assert Goal("heads > x", True, "", (0.01, 0.3), (-0.05, 0.2)).established == "no: spread over seeds includes 0"
+    assert Goal("heads > x", True, "", (0.01, 0.3)).established == "not measurable yet: one seed per task"
+    assert Goal("heads > x", True, "", (-0.01, 0.3), (0.05, 0.2)).established == "no: interval includes 0"
+
+
+def test_the_seed_bootstrap_resamples_seeds_within_each_task():
+    from robosteer.study_report import seed_bootstrap
+
+    # task a always +0.2; task b's seeds disagree (+0.4 / -0.2): the interval is b's spread, halved by the mean
+    low, high = seed_bootstrap([0.2, 0.2, 0.4, -0.2], ["a", "a", "b", "b"])
+    assert low == pytest.approx((0.2 * 2 - 0.2 * 2) / 4) and high == pytest.approx((0.2 * 2 + 0.4 * 2) / 4)
+    assert seed_bootstrap([0.2, 0.2, 0.1], ["a", "a", "b"]) is None  # b has one seed: spread not measurable
+    assert seed_bootstrap([0.1, 0.3], ["a", "a"]) == seed_bootstrap([0.1, 0.3], ["a", "a"])  # fixed generator
+    with pytest.raises(ValueError, match="one task per difference"):
+        seed_bootstrap([0.1], ["a", "b"])
+
+
+def test_goals_spread_over_seeds_can_withhold_what_pooled_episodes_suggest(tmp_path):
+    # heads wins big on seed 0 and loses on seed 1: pooled episodes clear zero, the seeds do not
+    write_cell(tmp_path, "t/a", "heads-knn", 0, 50, episodes=50)
+    write_cell(tmp_path, "t/a", "lora", 0, 0, episodes=50)
+    write_cell(tmp_path, "t/a", "heads-knn", 1, 10, episodes=50)
+    write_cell(tmp_path, "t/a", "lora", 1, 20, episodes=50)
+    goal = next(g for g in StudyReport.load(tmp_path).goals() if g.goal.startswith("mean target success"))
+    assert goal.difference[0] > 0 and goal.across_seeds[0] < 0
+    assert goal.established == "no: spread over seeds includes 0"
+    assert "over seeds [-0.20, +1.00]" in goal.numbers
