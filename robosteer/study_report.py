@@ -221,6 +221,7 @@ class StudyReport:
         for task in self.tasks:
             lines.append(f"| {task} | " + " | ".join(self.target(m, task).cell() for m in self.methods) + " |")
         lines.append("| **all finished cells** | " + " | ".join(self.target(m).cell() for m in self.methods) + " |")
+        lines += self._per_seed_table()
         lines += ["", "### Retention and cost (means over cells)", "",
                   f"| method | success kept on {', '.join(self.retention_tasks)} | trainable params | train s | "
                   "peak RSS MB |",
@@ -250,6 +251,21 @@ class StudyReport:
                       "RSS of the resumed part only): " + ", ".join(f"{c['task']}/{c['method']}/seed{c['seed']} "
                                                                   f"(at step {c['resumed_at_step']})" for c in resumed)]
         return "\n".join(lines) + "\n"
+
+    def _per_seed_table(self) -> list[str]:
+        """Target successes of each seed's cell (seeded methods only): how far seeds move each method."""
+        methods = [m for m in self.methods if m not in SEEDLESS_METHODS]
+        if len(self.seeds) < 2 or not methods:
+            return []
+        lines = ["", "### Target successes per seed (successes / episodes of each cell)", "",
+                 "| task | seed | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
+        for task in self.tasks:
+            for seed in self.seeds:
+                cells = {c["method"]: c["target"] for c in self._cells(task) if c["seed"] == seed}
+                if any(m in cells for m in methods):
+                    lines.append(f"| {task} | {seed} | " + " | ".join(
+                        f"{cells[m]['successes']}/{cells[m]['episodes']}" if m in cells else "—" for m in methods) + " |")
+        return lines
 
     def _heads_table(self) -> list[str]:
         """The heads each head method trained, per task and seed, and how many kNN and attribution share."""

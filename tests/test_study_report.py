@@ -207,3 +207,14 @@ def test_goals_spread_over_seeds_can_withhold_what_pooled_episodes_suggest(tmp_p
     assert goal.difference[0] > 0 and goal.across_seeds[0] < 0
     assert goal.established == "no: spread over seeds includes 0"
     assert "over seeds [-0.20, +1.00]" in goal.numbers
+
+
+def test_each_seeds_target_successes_are_listed_so_the_spread_is_visible(tmp_path):
+    write_cell(tmp_path, "t/a", "heads-knn", 0, 7)
+    write_cell(tmp_path, "t/a", "heads-knn", 1, 2)
+    write_cell(tmp_path, "t/a", "lora", 1, 5)
+    write_cell(tmp_path, "t/a", "zero-shot", 0, 1)
+    text = StudyReport.load(tmp_path).markdown()
+    table = text[text.index("### Target successes per seed"):].split("\n\n")[1].splitlines()
+    assert table[0] == "| task | seed | lora | heads-knn |"  # zero-shot has one cell, not one per seed
+    assert table[2:] == ["| t/a | 0 | — | 7/10 |", "| t/a | 1 | 5/10 | 2/10 |"]
