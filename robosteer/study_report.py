@@ -58,7 +58,7 @@ class Goal:
     difference (``heads`` minus the other method) clears zero in the goal's direction by two 95%
     intervals: Newcombe's on the pooled episodes (evaluation noise of the trained policies) and a
     bootstrap over the seeds of each task (how much another draw of demonstrations and training
-    moves it). Established needs both; with one seed per task the second cannot be measured."""
+    moves it). Established needs both; while any task has one seed the second cannot be measured."""
 
     goal: str
     met: bool
@@ -74,7 +74,7 @@ class Goal:
         if low <= 0 <= high:
             return "no: interval includes 0"
         if seeds is None:
-            return "not measurable yet: one seed per task"
+            return "not measurable yet: a task has one seed"
         if low > 0:
             return "yes" if seeds[0] > 0 else "no: spread over seeds includes 0"
         return "no: the opposite is" if seeds[1] < 0 else "no: spread over seeds includes 0"
@@ -189,7 +189,7 @@ class StudyReport:
             rates = [(pool(self._on(a, [p])).rate, pool(self._on(b, [p])).rate) for p in pairs]
             signs = [(x > y) - (x < y) for x, y in rates]
             seeds = seed_bootstrap([x - y for x, y in rates], [task for task, _ in pairs])
-            spread = f"over seeds [{seeds[0]:+.2f}, {seeds[1]:+.2f}]" if seeds else "over seeds: one seed per task"
+            spread = f"over seeds [{seeds[0]:+.2f}, {seeds[1]:+.2f}]" if seeds else "over seeds: a task has one seed"
             out.append(Goal(goal, better(pa.rate, pb.rate),
                             f"{pa.rate:.3f} vs {pb.rate:.3f} on {len(pairs)} task/seed pair(s); "
                             f"difference {pa.rate - pb.rate:+.3f} [{low:+.2f}, {high:+.2f}], {spread}; heads "

@@ -181,7 +181,7 @@ def test_a_goal_is_established_only_when_episodes_and_seeds_both_clear_zero():
     assert Goal("heads > x", False, "", (-0.5, -0.1), (-0.4, -0.2)).established == "no: the opposite is"
     assert Goal("heads > x", True, "", (0.01, 0.3), (0.05, 0.2)).established == "yes"
     assert Goal("heads > x", True, "", (0.01, 0.3), (-0.05, 0.2)).established == "no: spread over seeds includes 0"
-    assert Goal("heads > x", True, "", (0.01, 0.3)).established == "not measurable yet: one seed per task"
+    assert Goal("heads > x", True, "", (0.01, 0.3)).established == "not measurable yet: a task has one seed"
     assert Goal("heads > x", True, "", (-0.01, 0.3), (0.05, 0.2)).established == "no: interval includes 0"
 
 
