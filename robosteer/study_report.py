@@ -58,7 +58,7 @@ class Goal:
     difference (``heads`` minus the other method) clears zero in the goal's direction by two 95%
     intervals: Newcombe's on the pooled episodes (evaluation noise of the trained policies) and a
     bootstrap over the seeds of each task (how much another draw of demonstrations and training
-    moves it). Established needs both; while any task has one seed the second cannot be measured."""
+    moves it). Established needs both; the second needs three seeds of every task."""
 
     goal: str
     met: bool
@@ -74,7 +74,7 @@ class Goal:
         if low <= 0 <= high:
             return "no: interval includes 0"
         if seeds is None:
-            return "not measurable yet: a task has one seed"
+            return "not measurable yet: a task has fewer than 3 seeds"
         if low > 0:
             return "yes" if seeds[0] > 0 else "no: spread over seeds includes 0"
         return "no: the opposite is" if seeds[1] < 0 else "no: spread over seeds includes 0"
@@ -93,14 +93,15 @@ def seed_bootstrap(differences: list[float], tasks: list[str], resamples: int = 
                    seed: int = 0) -> tuple[float, float] | None:
     """95% percentile interval of the mean of per-(task, seed) ``differences``, resampling seeds with
     replacement within each task (a stratified bootstrap: tasks are fixed, seeds are the draws).
-    None unless every task has at least two seeds. With three seeds per task it is rough (the
-    bootstrap's variance is (n-1)/n of the sample's); the generator is fixed so reports regenerate."""
+    None unless every task has at least three seeds (with two, the bootstrap's variance is half the
+    sample's). With three it is still rough (2/3 of the sample's variance); the generator is fixed
+    so reports regenerate."""
     import numpy as np
 
     if len(differences) != len(tasks) or not differences:
         raise ValueError(f"need one task per difference, got {len(differences)} differences and {len(tasks)} tasks")
     groups = [np.asarray([d for d, t in zip(differences, tasks) if t == task], dtype=float) for task in sorted(set(tasks))]
-    if min(len(g) for g in groups) < 2:
+    if min(len(g) for g in groups) < 3:
         return None
     rng = np.random.default_rng(seed)
     total = sum(g[rng.integers(0, len(g), size=(resamples, len(g)))].sum(axis=1) for g in groups)
@@ -189,7 +190,7 @@ class StudyReport:
             rates = [(pool(self._on(a, [p])).rate, pool(self._on(b, [p])).rate) for p in pairs]
             signs = [(x > y) - (x < y) for x, y in rates]
             seeds = seed_bootstrap([x - y for x, y in rates], [task for task, _ in pairs])
-            spread = f"over seeds [{seeds[0]:+.2f}, {seeds[1]:+.2f}]" if seeds else "over seeds: a task has one seed"
+            spread = f"over seeds [{seeds[0]:+.2f}, {seeds[1]:+.2f}]" if seeds else "over seeds: a task has fewer than 3 seeds"
             out.append(Goal(goal, better(pa.rate, pb.rate),
                             f"{pa.rate:.3f} vs {pb.rate:.3f} on {len(pairs)} task/seed pair(s); "
                             f"difference {pa.rate - pb.rate:+.3f} [{low:+.2f}, {high:+.2f}], {spread}; heads "
@@ -237,7 +238,7 @@ class StudyReport:
                   "above 0 by two 95% intervals: Newcombe's on the pooled counts (evaluation noise; conservative "
                   "for episodes on shared evaluation seeds) and a bootstrap of the per-pair differences over "
                   "the seeds of each task (the spread between draws of demonstrations and training; rough with "
-                  "three seeds, and not measurable while a task has one seed).", "",
+                  "three seeds, and not measured while a task has fewer).", "",
                   "| goal | met | established | numbers |", "|---|---|---|---|"]
         for g in self.goals():
             lines.append(f"| {g.goal} | {'yes' if g.met else 'no'} | {g.established} | {g.numbers} |")
