@@ -151,8 +151,12 @@ class StudyReport:
         return _pool([c["retention"][t] for c in cells for t in self.retention_tasks if t in c["retention"]])
 
     def retention(self, method: str) -> Pooled:
-        """Success on the pretraining tasks after adapting, pooled over tasks, seeds and retention tasks."""
-        return self.kept(self._cells(method=method))
+        """Success on the pretraining tasks after adapting, pooled over tasks, seeds and retention tasks.
+
+        A seedless method (zero-shot) adapts nothing: every one of its cells carries the same
+        evaluation of the base policy (``base_retention.json``), so it is counted once, not once per task."""
+        cells = self._cells(method=method)
+        return self.kept(cells[:1] if method in SEEDLESS_METHODS else cells)
 
     def mean_of(self, method: str, key: str) -> float:
         values = [float(c[key]) for c in self._cells(method=method)]

@@ -220,3 +220,13 @@ def test_each_seeds_target_successes_are_listed_so_the_spread_is_visible(tmp_pat
     table = text[text.index("### Target successes per seed"):].split("\n\n")[1].splitlines()
     assert table[0] == "| task | seed | lora | heads-knn |"  # zero-shot has one cell, not one per seed
     assert table[2:] == ["| t/a | 0 | — | 7/10 |", "| t/a | 1 | 5/10 | 2/10 |"]
+
+
+def test_zero_shot_retention_counts_the_base_policys_episodes_once(tmp_path):
+    # every zero-shot cell carries the same base-policy evaluation; pooling it per task would claim 3x the episodes
+    for task in ("t/a", "t/b", "t/c"):
+        write_cell(tmp_path, task, "zero-shot", 0, 1, kept=(4, 10))
+        write_cell(tmp_path, task, "lora", 0, 1, kept=(2, 10))
+    report = StudyReport.load(tmp_path)
+    assert (report.retention("zero-shot").successes, report.retention("zero-shot").episodes) == (4, 10)
+    assert (report.retention("lora").successes, report.retention("lora").episodes) == (6, 30)
