@@ -167,7 +167,8 @@ def _adapt(config: StudyConfig, cell: CellResult) -> str:
         # heads trains the query rows and output-projection columns of each selected LLM head
         head_dim = base.config.llm_dim // base.head_layout.shape("llm")[1]
         rank = lora_matched_rank(base, len(found.mask) * 2 * base.config.llm_dim * head_dim)
-        settings = replace(settings, lora_r=rank, lora_alpha=max(1, rank // 2))  # alpha/r = 1/2 as in r32/a16
+        # alpha/r = 1/2 as in r32/a16 where the rank allows; alpha is a whole number >= 1, so rank 1 gets alpha 1
+        settings = replace(settings, lora_r=rank, lora_alpha=max(1, rank // 2))
         cell.settings.update(lora_r=settings.lora_r, lora_alpha=settings.lora_alpha)
     result = finetune(config.policy, demos, train_method, settings, work / method, mask=found.mask)
     cell.trainable_params, cell.train_seconds, cell.peak_rss_mb = (result.trainable_params, result.train_seconds,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .sim.evaluate import newcombe_interval, wilson_interval
+from .sim.tasks import EVAL_SEED
 from .study import SEEDLESS_METHODS
 from .study import STUDY_METHODS as METHOD_ORDER
 
@@ -58,7 +59,7 @@ class Goal:
     difference (``heads`` minus the other method) clears zero in the goal's direction by two 95%
     intervals: Newcombe's on the pooled episodes (evaluation noise of the trained policies) and a
     bootstrap over the seeds of each task (how much another draw of demonstrations and training
-    moves it). Established needs both; the second needs three seeds of every task."""
+    moves it). Established needs both; the second needs three seeds of every task compared."""
 
     goal: str
     met: bool
@@ -93,7 +94,7 @@ def seed_bootstrap(differences: list[float], tasks: list[str], resamples: int = 
                    seed: int = 0) -> tuple[float, float] | None:
     """95% percentile interval of the mean of per-(task, seed) ``differences``, resampling seeds with
     replacement within each task (a stratified bootstrap: tasks are fixed, seeds are the draws).
-    None unless every task has at least three seeds (with two, the bootstrap's variance is half the
+    None unless every task among ``tasks`` has at least three seeds (with two, the bootstrap's variance is half the
     sample's). With three it is still rough (2/3 of the sample's variance); the generator is fixed
     so reports regenerate."""
     import numpy as np
@@ -221,7 +222,11 @@ class StudyReport:
     def markdown(self) -> str:
         """The tables and goal checks as Markdown."""
         lines = [f"Seeds: {', '.join(map(str, self.seeds))}. Success = successes / episodes pooled over seeds, "
-                 "with the 95% Wilson interval.", "", "### Target success per task", "",
+                 "with the 95% Wilson interval. Every cell runs the same evaluation episodes (seeds "
+                 f"{EVAL_SEED:,}+), "
+                 "so pooled seeds are new policies on the same scenes: the interval speaks for these scenes, "
+                 "and is narrower than one for new scenes would be.", ""] + self._unmatched_note() + [
+                 "### Target success per task", "",
                  "| task | " + " | ".join(self.methods) + " |", "|---" * (len(self.methods) + 1) + "|"]
         for task in self.tasks:
             lines.append(f"| {task} | " + " | ".join(self.target(m, task).cell() for m in self.methods) + " |")
@@ -236,7 +241,8 @@ class StudyReport:
             if params != params:  # no finished cell: nothing measured, shown empty like the success cells
                 lines.append(f"| {m} | — | — | — | — |")
                 continue
-            lines.append(f"| {m} | {self.retention(m).cell()} | {params:,.0f} | {seconds:.0f} | {rss:.0f} |")
+            rss_text = "—" if m in SEEDLESS_METHODS else f"{rss:.0f}"  # nothing trained, nothing measured
+            lines.append(f"| {m} | {self.retention(m).cell()} | {params:,.0f} | {seconds:.0f} | {rss_text} |")
         lines += ["", "### Goals (each on the task/seed pairs both methods finished)", "",
                   "Met: the point estimates. Established: the success difference (heads minus the other) lies "
                   "above 0 by two 95% intervals: Newcombe's on the pooled counts (evaluation noise; conservative "
@@ -256,6 +262,18 @@ class StudyReport:
                       "RSS of the resumed part only): " + ", ".join(f"{c['task']}/{c['method']}/seed{c['seed']} "
                                                                   f"(at step {c['resumed_at_step']})" for c in resumed)]
         return "\n".join(lines) + "\n"
+
+    def _unmatched_note(self) -> list[str]:
+        """A warning when the seeded methods' pooled rows cover different (task, seed) cells."""
+        seeded = [m for m in self.methods if m not in SEEDLESS_METHODS]
+        have = {m: {(c["task"], c["seed"]) for c in self._cells(method=m)} for m in seeded}
+        counts = {m: len(v) for m, v in have.items()}
+        if len({frozenset(v) for v in have.values()}) <= 1:
+            return []
+        return [f"**Methods are pooled over different cells** (finished cells: "
+                f"{', '.join(f'{m} {n}' for m, n in counts.items())}): the per-task rows, the all-cells row, the "
+                "retention and cost table and the figure compare unequal sets; the goals and the per-seed table "
+                "compare like with like.", ""]
 
     def _per_seed_table(self) -> list[str]:
         """Target successes of each seed's cell (seeded methods only): how far seeds move each method."""

@@ -230,3 +230,14 @@ def test_zero_shot_retention_counts_the_base_policys_episodes_once(tmp_path):
     report = StudyReport.load(tmp_path)
     assert (report.retention("zero-shot").successes, report.retention("zero-shot").episodes) == (4, 10)
     assert (report.retention("lora").successes, report.retention("lora").episodes) == (6, 30)
+
+
+def test_a_warning_says_when_methods_are_pooled_over_different_cells(tmp_path):
+    write_cell(tmp_path, "t/a", "heads-knn", 0, 5)
+    write_cell(tmp_path, "t/a", "lora", 0, 5)
+    write_cell(tmp_path, "t/a", "zero-shot", 0, 5, params=0, seconds=0)  # seedless: one cell is all it ever has, no warning for it
+    assert "pooled over different cells" not in StudyReport.load(tmp_path).markdown()
+    write_cell(tmp_path, "t/a", "lora", 1, 5)
+    text = StudyReport.load(tmp_path).markdown()
+    assert "**Methods are pooled over different cells** (finished cells: lora 2, heads-knn 1)" in text
+    assert "| zero-shot | 0.50 [0.24, 0.76] (5/10) | 0 | 0 | — |" in text  # zero-shot's peak RSS was never measured
