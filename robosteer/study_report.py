@@ -94,9 +94,9 @@ def seed_bootstrap(differences: list[float], tasks: list[str], resamples: int = 
                    seed: int = 0) -> tuple[float, float] | None:
     """95% percentile interval of the mean of per-(task, seed) ``differences``, resampling seeds with
     replacement within each task (a stratified bootstrap: tasks are fixed, seeds are the draws).
-    None unless every task among ``tasks`` has at least three seeds (with two, the bootstrap's variance is half the
-    sample's). With three it is still rough (2/3 of the sample's variance); the generator is fixed
-    so reports regenerate."""
+    None unless every task among ``tasks`` has at least three seeds (with two, the bootstrap's
+    variance is half the sample's). With three it is still rough (2/3 of the sample's variance);
+    the generator is fixed so reports regenerate."""
     import numpy as np
 
     if len(differences) != len(tasks) or not differences:
@@ -195,7 +195,8 @@ class StudyReport:
             rates = [(pool(self._on(a, [p])).rate, pool(self._on(b, [p])).rate) for p in pairs]
             signs = [(x > y) - (x < y) for x, y in rates]
             seeds = seed_bootstrap([x - y for x, y in rates], [task for task, _ in pairs])
-            spread = f"over seeds [{seeds[0]:+.2f}, {seeds[1]:+.2f}]" if seeds else "over seeds: a task has fewer than 3 seeds"
+            spread = (f"over seeds [{seeds[0]:+.2f}, {seeds[1]:+.2f}]" if seeds
+                      else "over seeds: a task has fewer than 3 seeds")
             out.append(Goal(goal, better(pa.rate, pb.rate),
                             f"{pa.rate:.3f} vs {pb.rate:.3f} on {len(pairs)} task/seed pair(s); "
                             f"difference {pa.rate - pb.rate:+.3f} [{low:+.2f}, {high:+.2f}], {spread}; heads "
