@@ -171,13 +171,17 @@ class StudyReport:
                 and not (m in SEEDLESS_METHODS and ((t, m) in seedless_done or s != self.seeds[0]))]
 
     # --- the questions -------------------------------------------------------------------
+    def pairs_of(self, method: str) -> set[tuple[str, int]]:
+        """The (task, seed) pairs for which ``method`` has a finished cell."""
+        return {(c["task"], c["seed"]) for c in self._cells(method=method)}
+
     def paired(self, a: str, b: str) -> list[tuple[str, int]]:
         """The (task, seed) pairs for which both methods have a finished cell: goals compare only these."""
-        have = lambda m: {(c["task"], c["seed"]) for c in self._cells(method=m)}  # noqa: E731
-        return sorted(have(a) & have(b))
+        return sorted(self.pairs_of(a) & self.pairs_of(b))
 
     def _on(self, method: str, pairs) -> list[dict]:
-        return [c for c in self._cells(method=method) if (c["task"], c["seed"]) in set(pairs)]
+        wanted = set(pairs)
+        return [c for c in self._cells(method=method) if (c["task"], c["seed"]) in wanted]
 
     def goals(self) -> list[Goal]:
         """Each goal on the (task, seed) pairs both methods finished."""
@@ -267,7 +271,7 @@ class StudyReport:
     def _unmatched_note(self) -> list[str]:
         """A warning when the seeded methods' pooled rows cover different (task, seed) cells."""
         seeded = [m for m in self.methods if m not in SEEDLESS_METHODS]
-        have = {m: {(c["task"], c["seed"]) for c in self._cells(method=m)} for m in seeded}
+        have = {m: self.pairs_of(m) for m in seeded}
         counts = {m: len(v) for m, v in have.items()}
         if len({frozenset(v) for v in have.values()}) <= 1:
             return []
