@@ -142,5 +142,6 @@ def compare_maps(scores, columns: Sequence[str], towers: Sequence[str] | None = 
 
 
 def save_html(fig, path: str | Path) -> Path:
-    """``save_html(fig, "heads.html")``: standalone HTML with plotly.js embedded (no network needed to open it)."""
-    return atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
+    """``save_html(fig, "heads.html")``: standalone HTML with plotly.js embedded (no network needed to open it).
+    The figure's element id is fixed (plotly's default is a random UUID), so the same figure writes the same file."""
+    return atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True, div_id="robosteer-figure"))
