@@ -241,3 +241,24 @@ def test_a_warning_says_when_methods_are_pooled_over_different_cells(tmp_path):
     text = StudyReport.load(tmp_path).markdown()
     assert "**Methods are pooled over different cells** (finished cells: lora 2, heads-knn 1)" in text
     assert "| zero-shot | 0.50 [0.24, 0.76] (5/10) | 0 | 0 | — |" in text  # zero-shot's peak RSS was never measured
+
+
+def test_attribution_heads_get_the_same_comparisons_reported_apart_from_the_goals(tmp_path):
+    for seed in (0, 1, 2):
+        write_cell(tmp_path, "t/a", "heads-knn", seed, 3, kept=(2, 10))
+        write_cell(tmp_path, "t/a", "heads-attribution", seed, 8, kept=(7, 10))
+        write_cell(tmp_path, "t/a", "lora", seed, 5, kept=(4, 10), params=10000)
+        write_cell(tmp_path, "t/a", "random-heads", seed, 4)
+    report = StudyReport.load(tmp_path)
+    knn = {g.goal: g.met for g in report.goals()}
+    attribution = {g.goal: g for g in report.goals("heads-attribution")}
+    assert knn["mean target success of heads (kNN) >= LoRA r32"] is False  # 9/30 vs 15/30
+    goal = attribution["mean target success of heads (attribution) >= LoRA r32"]
+    assert goal.met is True and goal.numbers.startswith("0.800 vs 0.500 on 3 task/seed pair")
+    assert attribution["heads (attribution) retains more pretraining success than lora"].met is True
+    assert "heads (attribution) retains more pretraining success than full" not in attribution  # no full cells
+    text = report.markdown()
+    goals_at, apart_at = text.index("### Goals"), text.index("### The same comparisons for attribution-selected heads")
+    assert goals_at < apart_at and "heads (attribution) > random heads" in text[apart_at:]
+    with pytest.raises(ValueError, match="heads='random-heads'"):
+        report.goals("random-heads")
