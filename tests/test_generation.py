@@ -1,5 +1,7 @@
 """Greedy decoding with the KV cache equals the no-cache loop, on many tiny architectures."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -25,7 +27,9 @@ def test_cache_equals_no_cache(name):
     pv = vla.preprocess(list(images))
     ids = vla.tokenize("put the red cube on the green plate").expand(3, -1)
     prop = torch.from_numpy(rng.uniform(-1, 1, (3, 7))).float() if vla.config.proprio_dim else None
-    with_cache = greedy_action_tokens(vla, ids, pv, 7, proprio=prop, use_cache=True)
+    with warnings.catch_warnings():  # the cache is passed under the name this transformers takes, not a deprecated one
+        warnings.simplefilter("error", FutureWarning)
+        with_cache = greedy_action_tokens(vla, ids, pv, 7, proprio=prop, use_cache=True)
     without = greedy_action_tokens(vla, ids, pv, 7, proprio=prop, use_cache=False)
     assert with_cache.shape == (3, 7)
     assert torch.equal(with_cache, without)

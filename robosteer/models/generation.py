@@ -14,7 +14,19 @@ Usage::
 
 from __future__ import annotations
 
+import inspect
+from functools import lru_cache
+
 import torch
+
+
+@lru_cache(maxsize=None)
+def cache_name() -> str:
+    """The name transformers gives the KV cache, as a ``forward`` argument and an output field: ``cache``
+    from 5.24 on, ``past_key_values`` before (5.24 still takes the old name but warns it goes in 5.40)."""
+    from transformers import LlamaForCausalLM
+
+    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
 
 
 @torch.no_grad()
@@ -39,9 +51,9 @@ def greedy_action_tokens(vla, input_ids: torch.Tensor, pixel_values: torch.Tenso
     generated.append(nxt)
     embed = vla.language_model.get_input_embeddings()
     for _ in range(n_tokens - 1):
-        step = vla.language_model(inputs_embeds=embed(nxt[:, None]), past_key_values=past, use_cache=True,
-                                  logits_to_keep=1)
-        past = step.past_key_values
+        step = vla.language_model(inputs_embeds=embed(nxt[:, None]), use_cache=True, logits_to_keep=1,
+                                  **{cache_name(): past})
+        past = getattr(step, cache_name())
         nxt = step.logits[:, -1].argmax(dim=-1)
         generated.append(nxt)
     return torch.stack(generated, dim=1).cpu()

@@ -35,6 +35,7 @@ from ..sites import HeadLayout
 from .action_tokenizer import ActionTokenizer, normalize, unnormalize
 from .config import VLAConfig
 from .constants import PROMPT_TEMPLATE
+from .generation import cache_name
 from .processor import ImageProcessor
 from .vit import VisionTransformer
 
@@ -245,7 +246,7 @@ class OpenVLA(HookedModelMixin, nn.Module):
             full = torch.cat([labels[:, :1], full, labels[:, 1:]], dim=1)
             logits = out.logits[:, :-1].float()
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), full[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
-        return VLAOutput(logits=out.logits, loss=loss, past_key_values=out.past_key_values if use_cache else None)
+        return VLAOutput(logits=out.logits, loss=loss, past_key_values=getattr(out, cache_name()) if use_cache else None)
 
     # --- actions --------------------------------------------------------------------------
     def norm_stats(self, unnorm_key: str | None = None) -> dict:
