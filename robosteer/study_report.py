@@ -188,7 +188,7 @@ class StudyReport:
         (the default); ``heads="heads-attribution"`` asks the same questions of the other selection."""
         named = {"heads-knn": "heads (kNN)", "heads-attribution": "heads (attribution)"}
         if heads not in named:
-            raise ValueError(f"goals are defined for {sorted(named)}, got heads={heads!r}")
+            raise ValueError(f"the goals' comparisons are defined for {sorted(named)}, got heads={heads!r}")
         who = named[heads]
         short = "heads" if heads == "heads-knn" else who  # the goals' own wording for the default
         out: list[Goal] = []

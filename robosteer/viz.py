@@ -143,5 +143,9 @@ def compare_maps(scores, columns: Sequence[str], towers: Sequence[str] | None = 
 
 def save_html(fig, path: str | Path) -> Path:
     """``save_html(fig, "heads.html")``: standalone HTML with plotly.js embedded (no network needed to open it).
-    The figure's element id is fixed (plotly's default is a random UUID), so the same figure writes the same file."""
-    return atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True, div_id="robosteer-figure"))
+    The figure's element id is a hash of the figure (plotly's default is a random UUID), so the same figure writes
+    the same file and two different figures inlined into one page do not draw into one element."""
+    import hashlib
+
+    div_id = "robosteer-" + hashlib.sha256(fig.to_json().encode()).hexdigest()[:12]
+    return atomic_write_text(path, fig.to_html(include_plotlyjs=True, full_html=True, div_id=div_id))

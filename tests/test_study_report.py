@@ -245,8 +245,8 @@ def test_a_warning_says_when_methods_are_pooled_over_different_cells(tmp_path):
 
 def test_attribution_heads_get_the_same_comparisons_reported_apart_from_the_goals(tmp_path):
     for seed in (0, 1, 2):
-        write_cell(tmp_path, "t/a", "heads-knn", seed, 3, kept=(2, 10))
-        write_cell(tmp_path, "t/a", "heads-attribution", seed, 8, kept=(7, 10))
+        write_cell(tmp_path, "t/a", "heads-knn", seed, 3, kept=(2, 10), params=100, seconds=12)
+        write_cell(tmp_path, "t/a", "heads-attribution", seed, 8, kept=(7, 10), params=200, seconds=4)
         write_cell(tmp_path, "t/a", "lora", seed, 5, kept=(4, 10), params=10000)
         write_cell(tmp_path, "t/a", "random-heads", seed, 4)
     report = StudyReport.load(tmp_path)
@@ -256,9 +256,14 @@ def test_attribution_heads_get_the_same_comparisons_reported_apart_from_the_goal
     goal = attribution["mean target success of heads (attribution) >= LoRA r32"]
     assert goal.met is True and goal.numbers.startswith("0.800 vs 0.500 on 3 task/seed pair")
     assert attribution["heads (attribution) retains more pretraining success than lora"].met is True
+    assert attribution["heads (attribution) > random heads"].numbers.startswith("0.800 vs 0.400 on 3 task/seed pair")
+    cost = attribution["heads (attribution) trains <= 1/20 of LoRA's parameters in less time"]
+    assert cost.met is True and cost.numbers.startswith("params ratio 0.0200, time 4 s vs 10 s")
+    assert report.goals()[-1].numbers.startswith("params ratio 0.0100, time 12 s vs 10 s")  # kNN's own cells
     assert "heads (attribution) retains more pretraining success than full" not in attribution  # no full cells
     text = report.markdown()
     goals_at, apart_at = text.index("### Goals"), text.index("### The same comparisons for attribution-selected heads")
     assert goals_at < apart_at and "heads (attribution) > random heads" in text[apart_at:]
+    assert "(attribution)" not in text[goals_at:apart_at]  # the goals table itself stays on kNN
     with pytest.raises(ValueError, match="heads='random-heads'"):
         report.goals("random-heads")

@@ -84,3 +84,6 @@ def test_the_same_figure_writes_the_same_html(tmp_path):
     fig = head_map(scores(), mask=HeadMask.select(scores(), k=3))
     first, second = save_html(fig, tmp_path / "a.html"), save_html(fig, tmp_path / "b.html")
     assert first.read_text() == second.read_text()
+    other = save_html(head_map(scores(), mask=HeadMask.select(scores(), k=2)), tmp_path / "c.html")
+    ids = [re.search(r'<div id="([^"]+)" class="plotly-graph-div"', p.read_text()).group(1) for p in (first, other)]
+    assert ids[0] != ids[1]  # two different figures inlined into one notebook page keep their own elements
