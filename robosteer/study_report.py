@@ -80,6 +80,10 @@ class Goal:
             return "yes" if seeds[0] > 0 else "no: spread over seeds includes 0"
         return "no: the opposite is" if seeds[1] < 0 else "no: spread over seeds includes 0"
 
+    def row(self) -> str:
+        """The goal as a row of the report's goal tables (goal | met | established | numbers)."""
+        return f"| {self.goal} | {'yes' if self.met else 'no'} | {self.established} | {self.numbers} |"
+
 
 # one colour per method, shared by the interactive and the static figure
 _PALETTE = ("#7f7f7f", "#1f77b4", "#aec7e8", "#d62728", "#ff9896", "#9467bd", "#2ca02c", "#8c564b")
@@ -261,16 +265,13 @@ class StudyReport:
                   "the seeds of each task (the spread between draws of demonstrations and training; rough with "
                   "three seeds, and not measured while a task has fewer).", "",
                   "| goal | met | established | numbers |", "|---|---|---|---|"]
-        for g in self.goals():
-            lines.append(f"| {g.goal} | {'yes' if g.met else 'no'} | {g.established} | {g.numbers} |")
+        lines += [g.row() for g in self.goals()]
         other = self.goals("heads-attribution")
         if other:
             lines += ["", "### The same comparisons for attribution-selected heads", "",
                       "Not a goal (the goals name kNN selection, the default); the same tests, so a reader can "
                       "see whether the choice of selection changes the answer.", "",
-                      "| comparison | met | established | numbers |", "|---|---|---|---|"]
-            for g in other:
-                lines.append(f"| {g.goal} | {'yes' if g.met else 'no'} | {g.established} | {g.numbers} |")
+                      "| comparison | met | established | numbers |", "|---|---|---|---|"] + [g.row() for g in other]
         lines += self._heads_table()
         missing = self.missing()
         if missing:
