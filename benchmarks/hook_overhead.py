@@ -21,7 +21,7 @@ import robosteer
 from robosteer.models.default import DEFAULT_SHAPE
 from robosteer.models.tiny import tiny_vla
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "openvla-tiny-a"
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "openvla-tiny-a"
 
 
 def idle(act, site):

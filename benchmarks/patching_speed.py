@@ -16,7 +16,7 @@ import torch
 
 import robosteer
 from robosteer.circuits.patching import PatchingConfig, activation_patching, attribution_patching
-from robosteer.circuits.sim_probes import sim_probe
+from robosteer.app.sim_probes import sim_probe
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from robosteer.models.generation import greedy_action_tokens
 from robosteer.models.default import DEFAULT_SHAPE
 from robosteer.models.tiny import tiny_vla
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "openvla-tiny-a"
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "openvla-tiny-a"
 
 
 def bench(name: str, vla, input_ids: torch.Tensor, pixel_values: torch.Tensor, repeats: int) -> None:

@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--memory-steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is stable on a shared 2-core box)")
     parser.add_argument("--models", default="default-policy,7b-stack")
-    parser.add_argument("--openvla-7b-config", default=str(Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+    parser.add_argument("--openvla-7b-config", default=str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"
                                                            / "openvla-7b-config.json"))
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--memory-probe", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)

@@ -18,9 +18,9 @@ import logging
 import time
 from pathlib import Path
 
-from robosteer.atomic import atomic_write_text
+from robosteer.files import atomic_write_text
 from robosteer.circuits.discover import DiscoverConfig, discover
-from robosteer.experiment import FinetuneSettings, collect_demos, evaluate_policy, finetune, first_demo_seed
+from robosteer.app.experiment import FinetuneSettings, collect_demos, evaluate_policy, finetune, first_demo_seed
 from robosteer.sim.tasks import Task, get_split
 
 

@@ -19,8 +19,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "robosteer.sim.cli",
     "robosteer.train.cli",
     "robosteer.circuits.cli",
-    "robosteer.study",
-    "robosteer.study_report",
+    "robosteer.app.study",
+    "robosteer.app.study_report",
 )
 
 

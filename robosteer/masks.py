@@ -28,7 +28,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from robosteer.atomic import atomic_write_bytes, atomic_write_text
+from robosteer.files import atomic_write_bytes, atomic_write_text
 from robosteer.sites import Head, HeadLayout
 
 log = logging.getLogger(__name__)

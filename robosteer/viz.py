@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from robosteer.atomic import atomic_write_text
+from robosteer.files import atomic_write_text
 
 _SEQUENTIAL = "Viridis"
 _DIVERGING = "RdBu"

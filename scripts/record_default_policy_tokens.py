@@ -19,7 +19,7 @@ DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 
 def main() -> None:
     import robosteer
-    from robosteer.atomic import atomic_write_bytes, atomic_write_text
+    from robosteer.files import atomic_write_bytes, atomic_write_text
     from robosteer.sim.env import SimConfig, make_env
     from robosteer.sim.tasks import EVAL_SEED
 

@@ -11,14 +11,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"  # byte-identical copies of the reference fixtures (see its README.md)
 
 
 def fixture_path(*parts: str) -> Path:
-    """A file of the reference fixtures (``../shared/fixtures``), or skip-free failure if absent."""
-    path = SHARED_FIXTURES.joinpath(*parts)
+    """A file of the reference fixtures (``tests/fixtures``), or skip-free failure if absent."""
+    path = FIXTURES.joinpath(*parts)
     if not path.exists():
-        pytest.fail(f"reference fixture missing: {path} (the shared/ folder must sit next to the repository)")
+        pytest.fail(f"reference fixture missing: {path} (tests/fixtures ships with the repository; "
+                    "restore it from git, e.g. `git checkout -- tests/fixtures`)")
     return path
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from robosteer.circuits.sim_probes import SIM_PROBE_KINDS, corrupt_scene, sim_probe
+from robosteer.app.sim_probes import SIM_PROBE_KINDS, corrupt_scene, sim_probe
 from robosteer.sim.scene import sample_scene
 
 
@@ -35,7 +35,7 @@ def test_relational_probes_swap_with_the_reference():
 
 
 def test_sim_probe_on_an_unbuildable_task_raises_instead_of_looping(monkeypatch):
-    import robosteer.circuits.sim_probes as sp
+    import robosteer.app.sim_probes as sp
 
     def no_pair(scene, kind):
         raise ValueError("no partner")
@@ -59,7 +59,7 @@ def test_sim_probe_pairs_render_the_change():
 def demos_and_policy(tmp_path_factory):
     from robosteer.cli import main
     from robosteer.models.tiny import tiny_vla
-    from robosteer.sim.dataset import DemoDataset
+    from robosteer.data.dataset import DemoDataset
 
     root = tmp_path_factory.mktemp("discover")
     assert main(["collect", "--task", "lift/base", "--episodes", "3", "--out", str(root / "demos"), "--image-size", "32"]) == 0
@@ -91,7 +91,7 @@ def test_the_discovery_seed_draws_the_probe_scenes(monkeypatch):
     builds its probes from other scenes (seed 0 keeps PROBE_SEED)."""
     from types import SimpleNamespace
 
-    import robosteer.circuits.sim_probes as sim_probes
+    import robosteer.app.sim_probes as sim_probes
     from robosteer.circuits.discover import DiscoverConfig, score_heads
 
     asked = []

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from robosteer.cli import main
-from robosteer.sim.dataset import DemoDataset
-from robosteer.sim.demo_format import DemoFormatError
+from robosteer.data.dataset import DemoDataset
+from robosteer.data.demo_format import DemoFormatError
 from robosteer.sim.evaluate import evaluate
 from robosteer.sim.expert import ScriptedExpert
-from robosteer.sim.keyframes import KEYFRAME_NAMES
-from robosteer.sim.lerobot import LeRobotDataset
+from robosteer.data.keyframes import KEYFRAME_NAMES
+from robosteer.data.lerobot import LeRobotDataset
 from robosteer.sim.policies import load_policy
 
 
@@ -187,7 +187,7 @@ def test_policy_hook_and_cli_errors(capsys):
 
 def test_collect_demos_reuses_a_matching_folder_and_refuses_one_collected_otherwise(demos, monkeypatch):
     import robosteer.sim.collect as collect_module
-    from robosteer.experiment import collect_demos
+    from robosteer.app.experiment import collect_demos
 
     def no_collection(*a, **kw):
         raise AssertionError("a complete folder with the same settings must be reused")

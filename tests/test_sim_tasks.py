@@ -5,13 +5,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from robosteer.sim.keyframes import keyframe_flags
+from robosteer.data.keyframes import keyframe_flags
 from robosteer.sim.predicates import WorldState, is_success
 from robosteer.sim.scene import DIRECTIONS, PUSH_DISTANCE, sample_scene
-from robosteer.sim.statistics import dataset_statistics
+from robosteer.data.statistics import dataset_statistics
 from robosteer.sim.tasks import SPLITS, Task, all_tasks, get_split
 from robosteer.sim.variations import AXES, VARIATIONS, SpatialAxis, VisualAxis, get_variation
-from robosteer.sim.evaluate import newcombe_interval, wilson_interval
+from robosteer.intervals import newcombe_interval, wilson_interval
 
 
 @pytest.mark.parametrize("task", all_tasks(), ids=str)
@@ -170,7 +170,7 @@ def test_importing_the_sim_package_loads_no_simulator():
     import sys
 
     code = (
-        "import sys, robosteer, robosteer.sim, robosteer.sim.cli, robosteer.sim.dataset, robosteer.sim.lerobot;"
+        "import sys, robosteer, robosteer.sim, robosteer.sim.cli, robosteer.data.dataset, robosteer.data.lerobot;"
         "robosteer.sim.sample_scene('lift/base', 0);"
         "sys.exit(int('mujoco' in sys.modules or 'robosuite' in sys.modules))"
     )

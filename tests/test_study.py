@@ -5,7 +5,7 @@ from dataclasses import asdict
 
 import pytest
 
-from robosteer.study import CellResult, StudyConfig, cell_path, lora_matched_rank, run_cell, study_cells
+from robosteer.app.study import CellResult, StudyConfig, cell_path, lora_matched_rank, run_cell, study_cells
 from robosteer.train.strategies import LoraSettings, count_trainable, make_strategy
 
 
@@ -46,7 +46,7 @@ def test_finished_cells_are_read_back_not_rerun(tmp_path):
 
 
 def test_peak_memory_is_measured_per_run_not_per_process():
-    from robosteer.experiment import _peak_rss_mb, _reset_peak_rss
+    from robosteer.app.experiment import _peak_rss_mb, _reset_peak_rss
 
     if not _reset_peak_rss():
         pytest.skip("no /proc/self/clear_refs: the peak is the process's")
@@ -59,7 +59,7 @@ def test_peak_memory_is_measured_per_run_not_per_process():
 
 
 def test_zero_shot_is_one_cell_per_task_and_base_retention_is_measured_once(tmp_path, monkeypatch):
-    import robosteer.experiment as experiment
+    import robosteer.app.experiment as experiment
 
     config = StudyConfig(out_dir=str(tmp_path), tasks=("lift/novel_color", "push/paraphrase"),
                          methods=("zero-shot", "lora"), seeds=(3, 4), retention_episodes=4)
@@ -107,7 +107,7 @@ def test_a_finetuned_cell_records_its_cost_and_evaluates_the_adapted_policy(tmp_
     from types import SimpleNamespace
 
     import robosteer.circuits.discover as discover_module
-    import robosteer.experiment as experiment
+    import robosteer.app.experiment as experiment
     import robosteer.models as models
     from robosteer.masks import HeadMask
 

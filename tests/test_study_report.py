@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from robosteer.study_report import StudyReport
+from robosteer.app.study_report import StudyReport
 
 
 def write_cell(root, task, method, seed, successes, episodes=10, kept=(5, 10), params=1000, seconds=10.0, **extra):
@@ -177,7 +177,7 @@ def test_committed_study_tables_regenerate_from_the_committed_cells(folder, tabl
 
 
 def test_a_goal_is_established_only_when_episodes_and_seeds_both_clear_zero():
-    from robosteer.study_report import Goal
+    from robosteer.app.study_report import Goal
 
     assert Goal("heads > x", False, "", (-0.5, -0.1), (-0.4, -0.2)).established == "no: the opposite is"
     assert Goal("heads > x", True, "", (0.01, 0.3), (0.05, 0.2)).established == "yes"
@@ -187,7 +187,7 @@ def test_a_goal_is_established_only_when_episodes_and_seeds_both_clear_zero():
 
 
 def test_the_seed_bootstrap_resamples_seeds_within_each_task():
-    from robosteer.study_report import seed_bootstrap
+    from robosteer.intervals import seed_bootstrap
 
     # task a always +0.2; task b's seeds disagree (+0.4, +0.4, -0.2): the interval is b's spread over the mean
     # (all three draws -0.2 has chance 1/27 > 2.5%, all +0.4 has 8/27: both ends are reached)

@@ -20,7 +20,7 @@ IMAGE = 16
 def demos(tmp_path_factory):
     """Three short fake episodes written in the simulator's demo format."""
     pytest.importorskip("pyarrow")
-    from robosteer.sim.demo_format import DemoWriter
+    from robosteer.data.demo_format import DemoWriter
     from robosteer.sim.rollout import Episode
     from robosteer.sim.tasks import Task
 
@@ -59,7 +59,7 @@ def test_finetune_heads_with_mask_file(tmp_path, demos, policy):
     assert meta["heads"] == ["llm.L1H2", "dino.L0H1"] and meta["base_fingerprint"] == vla.fingerprint()
     assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 3
     # policy.json names the base and the adapter; loading it gives the adapted (merged) weights
-    from robosteer.policy import load_policy
+    from robosteer.app.policy import load_policy
 
     adapted = load_policy(tmp_path / "run" / "policy.json").vla
     q = "language_model.model.layers.1.self_attn.q_proj.weight"
@@ -99,7 +99,7 @@ def test_pretrain_collects_and_trains_the_default_shape(tmp_path):
                  "--no-progress"]) == 0
     from robosteer.models import load_vla
     from robosteer.models.default import DEFAULT_SHAPE
-    from robosteer.sim.dataset import DemoDataset
+    from robosteer.data.dataset import DemoDataset
 
     assert len(DemoDataset(out / "demos" / "clean").tasks) > 0 and len(DemoDataset(out / "demos" / "noisy").tasks) > 0
     clean = DemoDataset(out / "demos" / "clean")
@@ -122,9 +122,9 @@ def test_pretrain_collects_and_trains_the_default_shape(tmp_path):
 
 def test_finetune_rerun_of_a_finished_run_reports_its_training_time(tmp_path, demos, policy):
     """A study cell resumed after its training finished must not record ~0 s of training."""
-    from robosteer.experiment import FinetuneSettings
-    from robosteer.experiment import finetune as run_finetune
-    from robosteer.sim.dataset import DemoDataset
+    from robosteer.app.experiment import FinetuneSettings
+    from robosteer.app.experiment import finetune as run_finetune
+    from robosteer.data.dataset import DemoDataset
 
     path, _ = policy
     settings = FinetuneSettings(steps=2, batch_size=4, lora_r=2, lora_alpha=1)

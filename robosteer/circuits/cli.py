@@ -28,10 +28,10 @@ def _open_demos(path: str):
 
     root = Path(path)
     if (root / "meta" / "info.json").is_file():
-        from ..sim.lerobot import LeRobotDataset
+        from ..data.lerobot import LeRobotDataset
 
         return LeRobotDataset(root)
-    from ..sim.dataset import DemoDataset
+    from ..data.dataset import DemoDataset
 
     return DemoDataset(root)
 

@@ -111,7 +111,7 @@ def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = N
         scores = parts[0] if len(parts) == 1 else HeadScores.merge(*parts)
         return scores, scores.default_column
     from .patching import PatchingConfig, activation_patching, attribution_patching
-    from .sim_probes import probe_seed, sim_probe
+    from ..app.sim_probes import probe_seed, sim_probe
 
     task = config.probe_task or Counter(dataset.tasks).most_common(1)[0][0]
     parts = []

@@ -95,8 +95,7 @@ class HeadActivations:
     # --- files ----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """One safetensors file (activations + targets) and ``index.json`` (metadata), atomically."""
-        from ..atomic import atomic_write_text
-        from ..models.checkpoint_io import save_safetensors_atomic
+        from ..files import atomic_write_text, save_safetensors_atomic
 
         directory = Path(directory)
         tensors = {f"acts.{t}": x.contiguous() for t, x in self.acts.items()}
@@ -114,7 +113,7 @@ class HeadActivations:
         """``HeadActivations.load(dir)``: a folder of ``save`` or of a streamed recording (``record_heads(out=)``)."""
         from safetensors.torch import load_file
 
-        from ..models.checkpoint_io import read_json
+        from ..files import read_json
 
         directory = Path(directory)
         if not (directory / "index.json").is_file() and any(directory.glob("acts.*.npy")):

@@ -65,7 +65,7 @@ class HeadActivationsWriter:
         self._tmp: Path | None = None
 
     def __enter__(self) -> "HeadActivationsWriter":
-        from ..models.checkpoint_io import atomic_directory
+        from ..files import atomic_directory
 
         self._stack = contextlib.ExitStack()
         self._tmp = self._stack.enter_context(atomic_directory(self.directory))
@@ -105,8 +105,7 @@ class HeadActivationsWriter:
         self._stack.__exit__(exc_type, exc, tb)  # on success this renames the folder into place
 
     def _finish(self) -> None:
-        from ..atomic import atomic_write_text
-        from ..models.checkpoint_io import save_safetensors_atomic
+        from ..files import atomic_write_text, save_safetensors_atomic
 
         if self.written != self.n or not self._arrays:
             raise ValueError(f"only {self.written} of {self.n} frames were appended; not saving {self.directory}")

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from robosteer.atomic import atomic_write_text
+from robosteer.files import atomic_write_text
 from robosteer.sites import Head, HeadLayout
 
 FORMAT = "robosteer.head_scores"

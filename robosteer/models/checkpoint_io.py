@@ -1,7 +1,7 @@
-"""Reading and writing checkpoint files safely.
+"""Reading and writing checkpoint weight files safely.
 
-- Every write is atomic: a file goes to a temporary name in the same folder and is
-  renamed into place; a checkpoint folder is built next to its target and swapped in.
+- Every write is atomic (``robosteer.files``): a file goes to a temporary name in the same
+  folder and is renamed into place; a checkpoint folder is built next to its target and swapped in.
 - Weights load only from safetensors (single file or sharded with an index). Pickle
   files (``.bin``/``.pt``) are refused unless the caller opts in, and even then go
   through ``torch.load(weights_only=True)``.
@@ -16,17 +16,12 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 
-from ..atomic import atomic_write_bytes as write_bytes_atomic, current_umask
+from ..files import read_json, save_safetensors_atomic, write_json_atomic
 
 SAFETENSORS_SINGLE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -35,54 +30,6 @@ PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt")
 _ST_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
               "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
               "BOOL": torch.bool}
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    return write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """``safetensors.torch.save`` to a temp file, then rename."""
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return write_bytes_atomic(path, save(tensors, metadata=metadata))
-
-
-@contextlib.contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Build a folder at a temporary path next to ``target`` and swap it in when the block succeeds.
-
-    An existing ``target`` is replaced only after the new folder is complete; on error it is untouched.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700 folders; give the mode a plain mkdir would
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def read_json(path: str | Path, what: str) -> Any:
-    """Load a JSON file, with errors that say which file and what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{what} {path} is not valid JSON: {err}") from err
 
 
 def weight_files(directory: Path, allow_pickle: bool = False) -> list[Path]:

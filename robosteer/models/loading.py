@@ -22,15 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint_io import (
-    atomic_directory,
-    iter_tensors,
-    read_checkpoint_header,
-    read_json,
-    save_sharded,
-    weight_files,
-    write_json_atomic,
-)
+from ..files import atomic_directory, read_json, write_json_atomic
+from .checkpoint_io import iter_tensors, read_checkpoint_header, save_sharded, weight_files
 from .config import VLAConfig
 from .vla import OpenVLA, build_llama_config
 

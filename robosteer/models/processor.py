@@ -74,7 +74,7 @@ class ImageProcessor:
         }
 
     def save(self, directory: str | Path) -> None:
-        from .checkpoint_io import write_json_atomic
+        from ..files import write_json_atomic
 
         write_json_atomic(Path(directory) / "preprocessor_config.json", self.to_hf_dict())
 

@@ -8,15 +8,16 @@ package loads neither: the names below are resolved on first use.
 - ``scene.py``: ``sample_scene(task, seed)``, one reproducible task instance
 - ``env.py``: ``make_env(SimConfig())`` -> ``SteerEnv`` with ``reset_task``/``act``/``success``
 - ``expert.py``: ``ScriptedExpert``; ``collect.py``: ``collect(CollectConfig(...), out)``
-- ``dataset.py`` / ``lerobot.py``: ``DemoDataset`` / ``LeRobotDataset`` frame loaders
-- ``evaluate.py``: ``evaluate(policy, task, episodes=50)`` with Wilson intervals
+- ``evaluate.py``: ``evaluate(policy, task, episodes=50)`` with Wilson intervals (``robosteer.intervals``)
+
+The demonstrations it writes are read by ``robosteer.data`` (frames, demo format, LeRobot).
 """
 
 from __future__ import annotations
 
-import importlib
+from robosteer.lazy import lazy_exports
 
-_EXPORTS = {
+_EXPORTS = {k: f"robosteer.sim.{v}" for k, v in {
     "Task": "tasks", "Split": "tasks", "SPLITS": "tasks", "FAMILIES": "tasks", "get_split": "tasks", "all_tasks": "tasks",
     "Variation": "variations", "VARIATIONS": "variations", "get_variation": "variations",
     "SceneSpec": "scene", "sample_scene": "scene",
@@ -24,15 +25,11 @@ _EXPORTS = {
     "ScriptedExpert": "expert", "expert_action": "expert",
     "run_episode": "rollout", "Episode": "rollout",
     "CollectConfig": "collect", "collect": "collect", "measure_expert": "collect",
-    "DemoDataset": "dataset", "LeRobotDataset": "lerobot", "Frame": "frames", "FrameDataset": "frames",
-    "evaluate": "evaluate", "EvalResult": "evaluate", "wilson_interval": "evaluate",
+    "evaluate": "evaluate", "EvalResult": "evaluate",
     "load_policy": "policies", "is_success": "predicates", "WorldState": "predicates",
-}  # fmt: skip
+}.items()}  # fmt: skip
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -132,7 +132,7 @@ def register(subparsers) -> None:
     from .tasks import EVAL_SEED
 
     _add_task_args(p, default_seed=EVAL_SEED)
-    p.add_argument("--policy", default="expert", help="'expert' or a saved policy path (via robosteer.policy)")
+    p.add_argument("--policy", default="expert", help="'expert' or a saved policy path (via robosteer.app.policy)")
     p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own simulator and policy")
     p.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the family's)")
     p.add_argument("--video-dir", default=None, help="write one video per episode here")

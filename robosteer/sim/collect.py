@@ -17,7 +17,7 @@ from typing import Iterator
 
 from tqdm.auto import tqdm
 
-from .demo_format import DemoWriter
+from ..data.demo_format import DemoWriter
 from .env import SimConfig, make_env
 from .evaluate import EpisodeRecord, EvalResult
 from .expert import ScriptedExpert

@@ -9,7 +9,7 @@ same layout reuse one model and one render context.
 
 Actions are 7-D in OSC_POSE's normalised space [-1, 1]: end-effector position deltas
 (x, y, z; 1.0 = 5 cm goal offset), rotation deltas (axis-angle; 1.0 = 0.5 rad) and the
-gripper (-1 open, +1 close). The proprio vector is documented at :data:`PROPRIO_NAMES`.
+gripper (-1 open, +1 close). The proprio vector is documented at ``robosteer.data.schema.PROPRIO_NAMES``.
 """
 
 from __future__ import annotations
@@ -22,17 +22,13 @@ import numpy as np
 from .backend import load_robosuite
 from .predicates import TABLE_TOP_Z, WorldState, is_success
 from .render import Renderer
+
 from .scene import CAMERA_FOVY, SceneSpec, sample_scene
 from .tasks import Task
 from .variations import COLORS, LIGHTS, TABLES
 
 log = logging.getLogger(__name__)
 
-ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
-# eef position (world, m); eef rotation away from the home orientation, as a world-frame
-# axis-angle vector (rad; ~0 when the gripper points down as at the start); gripper opening
-# (distance between the fingers, m; 0.078 fully open).
-PROPRIO_NAMES: tuple[str, ...] = ("eef_x", "eef_y", "eef_z", "eef_rx", "eef_ry", "eef_rz", "gripper_width")
 # Orientation of the Panda's grip site at robosuite's home joint angles (fingers down, tilted
 # 7.3 degrees about world y), measured in MuJoCo; proprio rotations are relative to it.
 _TILT = np.deg2rad(7.29)
@@ -61,7 +57,7 @@ class Observation:
     """What a policy sees at one step."""
 
     image: np.ndarray | None  # (H, W, 3) uint8, upright; None when rendering is off
-    proprio: np.ndarray  # (7,) float32, see PROPRIO_NAMES
+    proprio: np.ndarray  # (7,) float32, see robosteer.data.schema.PROPRIO_NAMES
     instruction: str
     wrist_image: np.ndarray | None = None
 

@@ -8,43 +8,18 @@ interval and per-episode records; optionally it writes a GIF or MP4 per episode.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..intervals import wilson_interval
 from .env import SimConfig, make_env
 from .rollout import run_episode
 from .tasks import EVAL_SEED, Task
 
 log = logging.getLogger(__name__)
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """``wilson_interval(45, 50)`` -> (low, high): the Wilson score interval of a proportion."""
-    if n <= 0:
-        raise ValueError("wilson_interval needs n > 0")
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes must be in [0, {n}], got {successes}")
-    p = successes / n
-    denom = 1 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def newcombe_interval(s1: int, n1: int, s2: int, n2: int, z: float = 1.96) -> tuple[float, float]:
-    """95% interval of ``s1/n1 - s2/n2`` (Newcombe's hybrid score method from the two Wilson intervals).
-
-    It treats the two samples as independent; for episodes run on the same evaluation seeds it is
-    conservative (wider than a paired interval would be).
-    """
-    (l1, u1), (l2, u2) = wilson_interval(s1, n1, z), wilson_interval(s2, n2, z)  # validates the counts
-    p1, p2 = s1 / n1, s2 / n2
-    d = p1 - p2
-    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
 
 @dataclass

@@ -175,15 +175,12 @@ def task_goal(scene: SceneSpec, world: WorldState) -> np.ndarray:
 
 
 def privileged_state(scene: SceneSpec, world: WorldState) -> np.ndarray:
-    """(6,) float32: the named object's centre and its goal (world frame, metres); see STATE_NAMES.
+    """(6,) float32: the named object's centre and its goal (world frame, metres); see robosteer.data.schema.STATE_NAMES.
 
     Recorded with demonstrations for auxiliary training targets only (the pretraining recipe
     predicts them from the policy's hidden state); a policy never receives them as input.
     """
     return np.concatenate([world.object_pos[0], task_goal(scene, world)]).astype(np.float32)
-
-
-STATE_NAMES = ("target_x", "target_y", "target_z", "goal_x", "goal_y", "goal_z")
 
 
 class ScriptedExpert:

@@ -1,7 +1,7 @@
 """Turning a policy name or path into a policy callable.
 
 ``load_policy("expert")`` is the scripted expert. Any other value is a saved policy,
-loaded by ``robosteer.policy.load_policy(path)`` — the model team's hook, imported
+loaded by ``robosteer.app.policy.load_policy(path)`` — the model team's hook, imported
 only when needed so that the simulator does not depend on the model code.
 """
 
@@ -11,7 +11,7 @@ import importlib
 
 from .expert import ScriptedExpert
 
-POLICY_MODULE = "robosteer.policy"
+POLICY_MODULE = "robosteer.app.policy"
 
 
 def load_policy(spec: str):

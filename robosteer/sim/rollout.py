@@ -30,7 +30,7 @@ class Episode:
     proprio: np.ndarray | None = None  # (T, 7) float32
     actions: np.ndarray | None = None  # (T, 7) float32, the policy's (clean) actions
     phases: list[str] = field(default_factory=list)  # expert phase per step, when known
-    states: np.ndarray | None = None  # (T, 6) float32 privileged target/goal positions (expert.STATE_NAMES), when recorded
+    states: np.ndarray | None = None  # (T, 6) float32 privileged target/goal positions (robosteer.data.schema.STATE_NAMES), when recorded
 
 
 def _check_action(action) -> np.ndarray:

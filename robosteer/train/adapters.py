@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..masks import HeadMask
-from ..models.checkpoint_io import atomic_directory, read_json, save_safetensors_atomic, write_json_atomic
+from ..files import atomic_directory, read_json, save_safetensors_atomic, write_json_atomic
 from ..sites import HeadLayout
 from .head_deltas import HeadDeltas
 

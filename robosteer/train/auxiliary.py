@@ -5,7 +5,7 @@ saturate at +-1 until the gripper is within a few centimetres of its goal, so mo
 tokens carry only a direction. ``StateTargets`` adds a dense one: a linear read-out of the
 LLM's final hidden state, at every position that predicts an action token, regresses where
 the named object and its goal are relative to the gripper (the privileged ``state`` the
-demonstrations record, ``robosteer.sim.expert.STATE_NAMES``; decimetres, mean squared error).
+demonstrations record, ``robosteer.data.schema.STATE_NAMES``; decimetres, mean squared error).
 
 It is used only while pretraining. The read-out lives in a submodule of the policy during
 training (so it trains, checkpoints and resumes with everything else) and is removed before

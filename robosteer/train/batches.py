@@ -135,7 +135,7 @@ class BatchBuilder:
 
 
 def field(frame: Any, key: str) -> Any:
-    """``frame[key]`` for a dict, ``frame.key`` for an object (e.g. ``robosteer.sim.frames.Frame``)."""
+    """``frame[key]`` for a dict, ``frame.key`` for an object (e.g. ``robosteer.data.frames.Frame``)."""
     return frame[key] if isinstance(frame, Mapping) else getattr(frame, key)
 
 

@@ -4,7 +4,7 @@
     robosteer finetune --policy PATH --demos DIR --method heads --top-k 20 --selector knn --steps 3000 --out runs/y
     robosteer pretrain --out runs/default-policy   # collects the pretraining demos, then trains
 
-Demonstrations are read with ``robosteer.sim.dataset.DemoDataset``. Multi-process runs use
+Demonstrations are read with ``robosteer.data.dataset.DemoDataset``. Multi-process runs use
 the same command under ``accelerate launch`` (see docs/training.md). Heavy imports happen
 inside the command functions, so ``robosteer --help`` stays instant.
 """
@@ -61,7 +61,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("pretrain", help="collect expert demos of the pretraining split and train the default policy")
     p.add_argument("--out", required=True, help="output folder: demos/, checkpoints, metrics, final/")
     p.add_argument("--split", default="default")
-    from .pretrain import PretrainConfig  # light: numpy only
+    from ..app.pretrain import PretrainConfig  # light: numpy only
 
     d = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}  # one source of the recipe's defaults
     p.add_argument("--episodes", type=int, default=d["episodes"], help="clean expert episodes per pretraining task")
@@ -97,7 +97,7 @@ def _config(args: argparse.Namespace, unnorm_key: str | None):
 def load_demos(directory: str | Path):
     """The demonstrations in ``directory`` (a ``robosteer.sim`` demo folder)."""
     try:
-        from ..sim.dataset import DemoDataset
+        from ..data.dataset import DemoDataset
     except ImportError as err:
         raise ValueError(f"reading demonstrations needs robosteer.sim (pip install 'robosteer[sim]'): {err}") from err
     if not Path(directory).is_dir():
@@ -141,7 +141,7 @@ def finetune_command(args: argparse.Namespace) -> int:
     log.info("finished at step %d (loss %.4f); result in %s; metrics in %s", result.step, result.loss,
              result.output, Path(args.out) / "metrics.csv")
     if result.finished:
-        from ..policy import write_policy_file
+        from ..app.policy import write_policy_file
 
         adapter = None if args.method == "full" else result.output
         spec = write_policy_file(Path(args.out) / "policy.json", base=result.output if adapter is None else args.policy,
@@ -152,7 +152,7 @@ def finetune_command(args: argparse.Namespace) -> int:
 
 def pretrain_command(args: argparse.Namespace) -> int:
     """``robosteer pretrain``: collect the pretraining split's expert demos and train the default policy on them."""
-    from .pretrain import PretrainConfig, pretrain
+    from ..app.pretrain import PretrainConfig, pretrain
 
     config = PretrainConfig(out_dir=args.out, split=args.split, episodes=args.episodes,
                             noisy_episodes=args.noisy_episodes, action_noise=args.action_noise, workers=args.workers,

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text
+from ..files import atomic_write_text
 
 COLUMNS: tuple[str, ...] = ("step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("aux_loss",)  # written when a run has them (e.g. pretraining's state targets)

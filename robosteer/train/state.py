@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.checkpoint_io import atomic_directory, read_json, save_safetensors_atomic, write_json_atomic
+from ..files import atomic_directory, read_json, save_safetensors_atomic, write_json_atomic
 
 STATE_JSON = "state.json"
 CHECKPOINT_FORMAT = "robosteer.train_checkpoint"

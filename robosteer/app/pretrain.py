@@ -49,7 +49,7 @@ class PretrainConfig:
             raise ValueError("episodes must be >= 1 and noisy_episodes >= 0")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
-        from .augment import check_shift
+        from robosteer.train.augment import check_shift
 
         check_shift(self.augment_shift, "augment_shift")  # here, not only in TrainConfig: before the collection
         if self.aux_weight < 0:
@@ -57,8 +57,8 @@ class PretrainConfig:
 
 
 def _collect(tasks, episodes: int, seed: int, noise: float, out: Path, config: PretrainConfig):
-    from ..sim.collect import CollectConfig, collect
-    from ..sim.dataset import DemoDataset
+    from robosteer.sim.collect import CollectConfig, collect
+    from robosteer.data.dataset import DemoDataset
 
     if (out / "meta.json").is_file():
         log.info("using the demonstrations already in %s", out)
@@ -71,8 +71,8 @@ def _collect(tasks, episodes: int, seed: int, noise: float, out: Path, config: P
 
 def pretraining_data(config: PretrainConfig):
     """Collect (or reopen) the clean and noisy demonstrations; returns the combined frames."""
-    from ..sim.frames import ConcatFrames
-    from ..sim.tasks import get_split
+    from robosteer.data.frames import ConcatFrames
+    from robosteer.sim.tasks import get_split
 
     tasks = get_split(config.split).pretrain
     root = Path(config.out_dir) / "demos"
@@ -84,15 +84,15 @@ def pretraining_data(config: PretrainConfig):
 
 def combined_statistics(frames, name: str) -> dict:
     """OpenVLA ``dataset_statistics`` of all frames together."""
-    from ..sim.statistics import dataset_statistics
+    from robosteer.data.statistics import dataset_statistics
 
     return dataset_statistics(name, np.asarray(frames.actions), np.asarray(frames.proprio),
                               num_trajectories=int(np.unique(frames.episode_index).size))
 
 
 def _full_without_readout():
-    from .auxiliary import StateTargets
-    from .strategies import FullStrategy
+    from robosteer.train.auxiliary import StateTargets
+    from robosteer.train.strategies import FullStrategy
 
     class FullWithoutReadout(FullStrategy):
         """``full``, but the final policy is saved without the auxiliary read-out (a training device only)."""
@@ -106,14 +106,14 @@ def _full_without_readout():
 
 def pretrain(config: PretrainConfig) -> Path:
     """Collect, build the default-shape model and train it; returns the folder of the final policy."""
-    from ..models.default import default_config
-    from ..models.loading import build_vla_from_config
-    from ..sim.demo_format import DATASET_NAME
-    from ..models.checkpoint_io import write_json_atomic
-    from .config import TrainConfig
-    from .loop import train
-    from .auxiliary import StateTargets
-    from .strategies import FullStrategy
+    from robosteer.models.default import default_config
+    from robosteer.models.loading import build_vla_from_config
+    from robosteer.data.demo_format import DATASET_NAME
+    from robosteer.files import write_json_atomic
+    from robosteer.train.config import TrainConfig
+    from robosteer.train.loop import train
+    from robosteer.train.auxiliary import StateTargets
+    from robosteer.train.strategies import FullStrategy
 
     frames = pretraining_data(config)
     stats = combined_statistics(frames, DATASET_NAME)

@@ -30,7 +30,7 @@ import dataclasses
 
 import numpy as np
 
-from .probes import Probe
+from robosteer.circuits.probes import Probe
 
 SIM_PROBE_KINDS = ("visual", "linguistic", "physical", "environment")
 PROBE_SEED = 2_000_000  # probe scenes: away from collection seeds (0, ...) and evaluation seeds (1,000,000, ...)
@@ -66,7 +66,7 @@ def _distractor_index(scene) -> int:
 
 def _move_target(scene, min_shift: float = 0.08):
     """Move the target to the first free candidate place at least ``min_shift`` away."""
-    from ..sim.scene import MIN_GAP, TABLE_HALF_EXTENT
+    from robosteer.sim.scene import MIN_GAP, TABLE_HALF_EXTENT
 
     objs = list(scene.objects)
     t = scene.index("target")
@@ -108,9 +108,9 @@ def corrupt_scene(scene, kind: str):
 def sim_probe(kind: str, task: str = "lift/base", n: int = 16, seed: int = PROBE_SEED, image_size: int = 64,
               env=None) -> Probe:
     """``sim_probe("visual", "lift/base", n=16)`` -> a ``Probe`` of ``n`` first-frame pairs rendered in the sim."""
-    from ..sim.env import SimConfig, make_env
-    from ..sim.expert import expert_action
-    from ..sim.scene import sample_scene
+    from robosteer.sim.env import SimConfig, make_env
+    from robosteer.sim.expert import expert_action
+    from robosteer.sim.scene import sample_scene
 
     if kind not in SIM_PROBE_KINDS:
         raise ValueError(f"unknown sim probe kind {kind!r}; known: {SIM_PROBE_KINDS}")

@@ -70,14 +70,14 @@ class StudyConfig:
         unknown = [m for m in self.methods if m not in STUDY_METHODS]
         if unknown:
             raise ValueError(f"unknown study method(s) {unknown}; known: {STUDY_METHODS}")
-        from .sim.tasks import Task
+        from robosteer.sim.tasks import Task
 
         # canonical names ("push" -> "push/base"): cells, study.json and the report's retention filter must agree
         for name in ("tasks", "retention_tasks"):
             object.__setattr__(self, name, tuple(str(Task.parse(t)) for t in getattr(self, name)))
         if not self.seeds or self.demos < 1 or self.episodes < 1:
             raise ValueError("a study needs seeds, demos >= 1 and episodes >= 1")
-        from .sim.tasks import EVAL_SEED
+        from robosteer.sim.tasks import EVAL_SEED
 
         if min(self.seeds) < 0 or self.demo_seed(max(self.seeds)) + self.demos > EVAL_SEED:
             raise ValueError(f"study seeds must be >= 0 and keep the demonstration seeds (seed x demos onwards) below "
@@ -85,7 +85,7 @@ class StudyConfig:
 
     def demo_seed(self, seed: int) -> int:
         """The first expert seed of a study seed's demonstrations (``experiment.first_demo_seed``)."""
-        from .experiment import first_demo_seed
+        from robosteer.app.experiment import first_demo_seed
 
         return first_demo_seed(seed, self.demos)
 
@@ -114,7 +114,7 @@ def lora_matched_rank(vla, n_params: int) -> int:
     """The LoRA rank (all-linear) whose trainable count is closest to ``n_params``."""
     from torch import nn
 
-    from .train.strategies import all_linear_targets
+    from robosteer.train.strategies import all_linear_targets
 
     modules = dict(vla.named_modules())
     per_rank = sum(m.in_features + m.out_features for name in all_linear_targets(vla)
@@ -128,8 +128,8 @@ def cell_path(config: StudyConfig, task: str, method: str, seed: int) -> Path:
 
 def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResult:
     """Run one (task, method, seed) cell, or read it back if it already finished."""
-    from .atomic import atomic_write_text
-    from .experiment import evaluate_policy
+    from robosteer.files import atomic_write_text
+    from robosteer.app.experiment import evaluate_policy
 
     path = cell_path(config, task, method, seed)
     if path.is_file():
@@ -148,9 +148,9 @@ def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResu
 
 def _adapt(config: StudyConfig, cell: CellResult) -> str:
     """Collect the cell's demonstrations, select heads, finetune; fills ``cell``'s cost fields; the policy's path."""
-    from .circuits.discover import DiscoverConfig, discover
-    from .experiment import FinetuneSettings, collect_demos, finetune
-    from .models import load_vla
+    from robosteer.circuits.discover import DiscoverConfig, discover
+    from robosteer.app.experiment import FinetuneSettings, collect_demos, finetune
+    from robosteer.models import load_vla
 
     task, method, seed = cell.task, cell.method, cell.seed
     work = Path(config.out_dir) / "work" / task.replace("/", "_") / f"seed{seed}"
@@ -179,8 +179,8 @@ def _adapt(config: StudyConfig, cell: CellResult) -> str:
 
 def base_retention(config: StudyConfig, pretrain: list[str]) -> dict:
     """The base policy's success on the pretraining tasks, measured once per study and kept in ``base_retention.json``."""
-    from .atomic import atomic_write_text
-    from .experiment import evaluate_policy
+    from robosteer.files import atomic_write_text
+    from robosteer.app.experiment import evaluate_policy
 
     path = Path(config.out_dir) / "base_retention.json"
     key = {"policy": config.policy, "tasks": pretrain, "episodes": config.retention_episodes}
@@ -207,7 +207,7 @@ def run_study(config: StudyConfig, progress: bool = True) -> list[CellResult]:
     """Every cell of the matrix (finished cells are read back); results also gathered in ``results.json``."""
     from tqdm.auto import tqdm
 
-    from .atomic import atomic_write_text
+    from robosteer.files import atomic_write_text
 
     cells = study_cells(config)
     # the planned matrix, so that a report on a partly finished study lists every cell still missing

@@ -40,11 +40,11 @@ class VLAPolicy:
 
 def write_policy_file(path: str | Path, base: str | Path, adapter: str | Path | None = None) -> Path:
     """Write ``policy.json`` naming a base checkpoint and an optional adapter (paths relative to the file)."""
-    from .atomic import atomic_write_text
+    from robosteer.files import atomic_write_text
 
     path = Path(path)
     rel = (lambda p: None if p is None else os.path.relpath(Path(p).resolve(), path.parent.resolve()))
-    spec = {"format": "robosteer.policy", "base": str(base) if str(base) == "default" else rel(base),
+    spec = {"format": "robosteer.app.policy", "base": str(base) if str(base) == "default" else rel(base),
             "adapter": rel(adapter)}
     return atomic_write_text(path, json.dumps(spec, indent=2))
 
@@ -55,21 +55,21 @@ def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key:
 
     ``path`` may also be a ``policy.json`` (``write_policy_file``) naming the base and the adapter.
     """
-    from .models import load_vla
+    from robosteer.models import load_vla
 
     if str(path).endswith(".json"):
-        from .models.checkpoint_io import read_json
+        from robosteer.files import read_json
 
         spec = read_json(path, "policy file")
-        if spec.get("format") != "robosteer.policy" or "base" not in spec:
-            raise ValueError(f"{path} is not a robosteer policy file (needs format 'robosteer.policy' and 'base')")
+        if spec.get("format") != "robosteer.app.policy" or "base" not in spec:
+            raise ValueError(f"{path} is not a robosteer policy file (needs format 'robosteer.app.policy' and 'base')")
         root = Path(path).parent
         base = spec["base"] if spec["base"] == "default" else root / spec["base"]
         path, adapter = base, (root / spec["adapter"]) if spec.get("adapter") else adapter
 
     vla = load_vla(path, dtype=torch.float32)
     if adapter is not None:
-        from .train.adapters import load_adapter
+        from robosteer.train.adapters import load_adapter
 
         load_adapter(vla, adapter, merge=True)
     return VLAPolicy(vla, unnorm_key)

@@ -79,8 +79,8 @@ def first_demo_seed(seed: int, demos: int) -> int:
 def collect_demos(task: str, episodes: int, out: str | Path, seed: int = 0, workers: int = 2, image_size: int = 64):
     """Expert demonstrations of ``task`` on expert seeds ``seed .. seed + episodes - 1``; a complete folder already
     at ``out`` is reused if it was collected with these settings, and refused (ValueError) if not."""
-    from .sim.collect import CollectConfig, collect
-    from .sim.dataset import DemoDataset
+    from robosteer.sim.collect import CollectConfig, collect
+    from robosteer.data.dataset import DemoDataset
 
     out = Path(out)
     config = CollectConfig(tasks=(task,), episodes=episodes, seed=seed, workers=workers, image_size=image_size)
@@ -121,11 +121,11 @@ def finetune(base: str | Path, demos, method: str, settings: FinetuneSettings, o
     """Finetune ``base`` on ``demos`` with ``method``; resumes an interrupted run; returns where the policy is."""
     import torch
 
-    from .models import load_vla
-    from .policy import write_policy_file
-    from .train.config import TrainConfig
-    from .train.loop import train
-    from .train.strategies import LoraSettings, count_trainable, make_strategy
+    from robosteer.models import load_vla
+    from robosteer.app.policy import write_policy_file
+    from robosteer.train.config import TrainConfig
+    from robosteer.train.loop import train
+    from robosteer.train.strategies import LoraSettings, count_trainable, make_strategy
 
     if method not in FINETUNE_METHODS:
         raise ValueError(f"unknown method {method!r}; known: {FINETUNE_METHODS}")
@@ -160,9 +160,9 @@ def finetune(base: str | Path, demos, method: str, settings: FinetuneSettings, o
 
 def evaluate_policy(policy: str | Path, tasks, episodes: int, workers: int = 2, image_size: int = 64, seed: int | None = None):
     """Closed-loop success of a policy (``"default"``, a checkpoint, or a ``policy.json``) on each task."""
-    from .sim.collect import measure_policy
-    from .sim.env import SimConfig
-    from .sim.tasks import EVAL_SEED
+    from robosteer.sim.collect import measure_policy
+    from robosteer.sim.env import SimConfig
+    from robosteer.sim.tasks import EVAL_SEED
 
     return measure_policy(str(policy), list(tasks), episodes=episodes, seed=EVAL_SEED if seed is None else seed,
                           workers=workers, config=SimConfig(image_size=image_size), progress=False)

@@ -25,10 +25,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sim.evaluate import newcombe_interval, wilson_interval
-from .sim.tasks import EVAL_SEED
-from .study import SEEDLESS_METHODS
-from .study import STUDY_METHODS as METHOD_ORDER
+from robosteer.intervals import newcombe_interval, seed_bootstrap, wilson_interval
+from robosteer.sim.tasks import EVAL_SEED
+from robosteer.app.study import SEEDLESS_METHODS
+from robosteer.app.study import STUDY_METHODS as METHOD_ORDER
 
 
 @dataclass(frozen=True)
@@ -92,26 +92,6 @@ _PALETTE = ("#7f7f7f", "#1f77b4", "#aec7e8", "#d62728", "#ff9896", "#9467bd", "#
 def _error_bars(pooled: list[Pooled]) -> tuple[list[float], list[float]]:
     """Distances from each rate down and up to its Wilson interval's ends (both figures' error bars)."""
     return [p.rate - p.ci95[0] for p in pooled], [p.ci95[1] - p.rate for p in pooled]
-
-
-def seed_bootstrap(differences: list[float], tasks: list[str], resamples: int = 10_000,
-                   seed: int = 0) -> tuple[float, float] | None:
-    """95% percentile interval of the mean of per-(task, seed) ``differences``, resampling seeds with
-    replacement within each task (a stratified bootstrap: tasks are fixed, seeds are the draws).
-    None unless every task among ``tasks`` has at least three seeds (with two, the bootstrap's
-    variance is half the sample's). With three it is still rough (2/3 of the sample's variance);
-    the generator is fixed so reports regenerate."""
-    import numpy as np
-
-    if len(differences) != len(tasks) or not differences:
-        raise ValueError(f"need one task per difference, got {len(differences)} differences and {len(tasks)} tasks")
-    groups = [np.asarray([d for d, t in zip(differences, tasks) if t == task], dtype=float) for task in sorted(set(tasks))]
-    if min(len(g) for g in groups) < 3:
-        return None
-    rng = np.random.default_rng(seed)
-    total = sum(g[rng.integers(0, len(g), size=(resamples, len(g)))].sum(axis=1) for g in groups)
-    means = total / len(differences)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def _pool(summaries) -> Pooled:
@@ -406,7 +386,7 @@ def register(subparsers) -> None:
 
 
 def _command(args) -> int:
-    from .atomic import atomic_write_text
+    from robosteer.files import atomic_write_text
 
     report = StudyReport.load(args.study_dir)
     text = report.markdown()
@@ -415,11 +395,11 @@ def _command(args) -> int:
     else:
         print(text)
     if args.html:
-        from .viz import save_html
+        from robosteer.viz import save_html
 
         save_html(report.figure(), args.html)  # plotly.js embedded: opens offline
     if args.png:
-        from .atomic import atomic_write_bytes
+        from robosteer.files import atomic_write_bytes
 
         buffer = io.BytesIO()
         report.static_figure().savefig(buffer, format="png", dpi=110, metadata={"Software": None})

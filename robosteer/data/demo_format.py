@@ -20,10 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .env import ACTION_NAMES, PROPRIO_NAMES
-from .expert import STATE_NAMES
 from .keyframes import KEYFRAME_NAMES, keyframe_flags
-from .rollout import Episode
+from .schema import ACTION_NAMES, PROPRIO_NAMES, STATE_NAMES
 from .statistics import dataset_statistics
 
 FORMAT_NAME = "robosteer-sim-demos"
@@ -71,8 +69,9 @@ class DemoWriter:
         if exc[0] is None:
             self.close()
 
-    def add(self, episode: Episode) -> int:
-        """Write one recorded episode; returns its index in the dataset."""
+    def add(self, episode) -> int:
+        """Write one recorded episode (a ``robosteer.sim.rollout.Episode`` or any object with its fields);
+        returns its index in the dataset."""
         if episode.actions is None or episode.images is None:
             raise ValueError("DemoWriter.add needs an episode recorded with images (run_episode(record=True))")
         index = len(self.episodes)

@@ -1,0 +1,11 @@
+"""The application wing: the jobs built from the floors below (model, data, circuits, train, sim).
+
+- ``policy.py``: policy files (``policy.json``: a base model plus an adapter) and the policy callable
+  the simulator runs;
+- ``experiment.py``: the steps of one few-shot steering experiment (collect, discover, finetune, evaluate);
+- ``pretrain.py``: the default policy's pretraining recipe (collection + training);
+- ``sim_probes.py``: probe pairs built in the simulator for the causal scorers;
+- ``study.py`` / ``study_report.py``: the steering study's runner and its report.
+
+Nothing below imports this package.
+"""

@@ -1,0 +1,76 @@
+"""The reference fixtures in ``tests/fixtures`` are unmodified, and the tests need nothing outside the repo.
+
+``tests/fixtures`` holds byte-identical copies of the OpenVLA reference fixtures (written by the
+original OpenVLA code); the sha256 values below were computed from the originals when they were
+copied, so an accidental edit (or a lossy re-save) of any of them fails here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+FIXTURES = TESTS / "fixtures"
+
+EXPECTED_SHA256 = {
+    "openvla-7b-config.json": "4ed784a168a780b7c554cd42bffea01bc663d0c9527520d04c3dd8611c295e69",
+    "openvla-7b-keys.txt": "46195aed2b560c26f58691c9082d664efbe53f4de253e2aa351fe898ff2db422",
+    "openvla-tiny-a/cases.json": "b118a274ee90f1ced5f36ef86e32eb0b3581e15c69bfcf16e10c28e0d422e663",
+    "openvla-tiny-a/config.json": "c1a308984dec64606bceb0c82697a7450afb2fee917b9958db46f5f04d4ce07d",
+    "openvla-tiny-a/dataset_statistics.json": "683771f560e510f7d765f9e7381652592e944576c2d54702f81119b4cb8e7ae3",
+    "openvla-tiny-a/expected.npz": "8bbe22fb3d39d0e06b2dd8dd44cea7a8c5ed21a40fe085a584d65ecf0e3ad232",
+    "openvla-tiny-a/generation_config.json": "67fbe17b12e8beb5be98eb911483971cc78589e51a37ac0cce9cd499d06a8bf1",
+    "openvla-tiny-a/keys.txt": "12529f7ead78fbfc38e4a0a5ffea7d5f532dfaa83150d117e39d4ec7ae643667",
+    "openvla-tiny-a/model.safetensors": "e138579cb30c9a212554c79e78dcdbdfdfa3b9ca6fab7c4f8d093e3063eddc93",
+    "openvla-tiny-a/preprocessor_config.json": "0321bd57d60d87ba5bfce4119e7103c21ab5e3ed9db53f9561ce15e784a12cde",
+    "processor/expected_processor.npz": "f0e48ad99599081a4b0e195bc727f6bf13855e32e3bc83e37cbd3d8c7a165575",
+    "processor/preprocessor_config.json": "0321bd57d60d87ba5bfce4119e7103c21ab5e3ed9db53f9561ce15e784a12cde",
+}
+
+# README.md is the reference fixtures' top-level README (its first README_ORIGINAL_BYTES bytes,
+# byte-identical) followed by an appended "## In this repository" section.
+README_ORIGINAL_BYTES = 16637
+README_ORIGINAL_SHA256 = "83c51bfe42fb4077aaffee431690c826bb866c3aa3957dfa1ed47d465a3ba8b7"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SHA256))
+def test_fixture_file_is_unmodified(name):
+    path = FIXTURES / name
+    assert path.is_file(), f"reference fixture missing: {path}"
+    assert _sha256(path.read_bytes()) == EXPECTED_SHA256[name], f"reference fixture modified: {path}"
+
+
+def test_fixture_readme_keeps_the_original_text():
+    data = (FIXTURES / "README.md").read_bytes()
+    assert _sha256(data[:README_ORIGINAL_BYTES]) == README_ORIGINAL_SHA256
+    assert b"## In this repository" in data[README_ORIGINAL_BYTES:]
+
+
+def test_no_unlisted_fixture_files():
+    """Every file in tests/fixtures is a checked copy (a new fixture must get its hash above)."""
+    present = {p.relative_to(FIXTURES).as_posix() for p in FIXTURES.rglob("*") if p.is_file()}
+    assert present == set(EXPECTED_SHA256) | {"README.md"}
+
+
+# the old location, however spelt: "../shared", "shared/fixtures", or a path join "shared" / "fixtures"
+_OUTSIDE = re.compile(r"""\.\./shared|shared/fixtures|["']shared["']\s*/\s*["']fixtures["']""")
+
+
+def test_tests_do_not_read_outside_the_repository():
+    this = Path(__file__).resolve()
+    offenders = []
+    for path in sorted(TESTS.rglob("*.py")):
+        if path.resolve() == this:
+            continue
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if _OUTSIDE.search(line):
+                offenders.append(f"{path.relative_to(TESTS)}:{lineno}: {line.strip()}")
+    assert not offenders, "tests must use tests/fixtures (tests.conftest.fixture_path):\n" + "\n".join(offenders)
