@@ -19,9 +19,20 @@ import time
 from pathlib import Path
 
 from robosteer.files import atomic_write_text
+from robosteer.app.sim_probes import discovery_probes
 from robosteer.circuits.discover import DiscoverConfig, discover
-from robosteer.app.experiment import FinetuneSettings, collect_demos, evaluate_policy, finetune, first_demo_seed
+from robosteer.app.experiment import collect_demos, evaluate_policy, finetune, first_demo_seed, steering_config
+from robosteer.app.study import StudyConfig
+from robosteer.circuits.config import METHODS
+from robosteer.config_cli import ConfigArguments
 from robosteer.sim.tasks import Task, get_split
+
+# the settings the example shares with `robosteer study`: the same flags, defaults and help
+STUDY_ARGUMENTS = ConfigArguments(StudyConfig,
+                                  only=("policy", "demos", "top_k", "steps", "batch_size", "lr", "workers"))
+# the head scorer; not the random control, whose heads the results table would call "heads"
+SCORER_ARGUMENTS = ConfigArguments(DiscoverConfig, only=("method",),
+                                   choices={"method": [m for m in METHODS if m != "random"]})
 
 
 def parse_args() -> argparse.Namespace:
@@ -32,15 +43,12 @@ def parse_args() -> argparse.Namespace:
     # held-out instruction wording that drops it to 0.15 zero-shot (docs/default_policy.md), so there is room to adapt
     p.add_argument("--task", default="push", help="task family, or family/variation")
     p.add_argument("--variation", default="paraphrase", help="variation (when --task names only a family)")
-    p.add_argument("--policy", default="default", help="base policy: 'default' or a checkpoint folder")
-    p.add_argument("--demos", type=int, default=20, help="expert demonstrations to adapt from")
-    p.add_argument("--method", default="knn", choices=("knn", "attribution", "activation", "sav"), help="head scorer")
-    p.add_argument("--top-k", type=int, default=7, help="heads to finetune (default: 20/144 of the 48 LLM heads)")
-    p.add_argument("--steps", type=int, default=300, help="finetuning steps (same for every method)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--episodes", type=int, default=20, help="evaluation episodes per policy")
-    p.add_argument("--workers", type=int, default=2)
+    # interleaved as they always were: results.json records vars(args) in this order
+    STUDY_ARGUMENTS.add_to(p, "policy", "demos")
+    SCORER_ARGUMENTS.add_to(p)
+    STUDY_ARGUMENTS.add_to(p, "top_k", "steps", "batch_size", "lr")
+    p.add_argument("--episodes", type=int, default=20, help="evaluation episodes per policy (default: 20)")
+    STUDY_ARGUMENTS.add_to(p, "workers")
     p.add_argument("--seed", type=int, default=0, help="training seed, random draws and demonstrations (expert seeds "
                    "seed x demos onwards: other seeds, other scenes, as in `robosteer study`)")
     p.add_argument("--out", default="runs/franka_finetune")
@@ -73,13 +81,15 @@ def main() -> None:
     from robosteer.models import load_vla
 
     base = load_vla(args.policy)
-    found = discover(base, demos, DiscoverConfig(method=args.method, top_k=args.top_k, seed=args.seed), out=out / "heads")
+    discovery = DiscoverConfig(method=args.method, top_k=args.top_k, seed=args.seed)
+    found = discover(base, demos, discovery, out=out / "heads", probes=discovery_probes(demos, discovery))
     print("   selected:", ", ".join(str(h) for h in found.mask.heads))
     print("   head-map:", found.files["headmap"])
 
-    settings = FinetuneSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    print(f"[3/4] finetuning heads and LoRA ({settings.steps} steps, batch {settings.batch_size})")
-    cells = {m: finetune(args.policy, demos, m, settings, out / m, mask=found.mask) for m in ("heads", "lora")}
+    configs = {m: steering_config(out / m, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+               for m in ("heads", "lora")}
+    print(f"[3/4] finetuning heads and LoRA ({configs['heads'].steps} steps, batch {configs['heads'].batch_size})")
+    cells = {m: finetune(args.policy, demos, m, config, mask=found.mask) for m, config in configs.items()}
 
     print(f"[4/4] closed-loop evaluation on {args.episodes} episodes each (evaluation seeds)")
     results = {"zero-shot": evaluate_policy(args.policy, [args.task_name], args.episodes, args.workers)[args.task_name]}

@@ -13,8 +13,6 @@ Usage::
 from __future__ import annotations
 
 from .lazy import lazy_exports
-
-
 from .sites import Head, HeadLayout, HookSite, hook_name
 
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "robosteer.models.cli",
     "robosteer.sim.cli",
-    "robosteer.train.cli",
+    "robosteer.app.cli",  # evaluate (the simulator's command, with the application's policy loading), finetune, pretrain
     "robosteer.circuits.cli",
     "robosteer.app.study",
     "robosteer.app.study_report",

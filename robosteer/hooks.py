@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
+from .models.families.base import head_layout
 from .sites import ATTN_HOOKS, BLOCK_HOOKS, HeadLayout, HookSite, hook_name
 
 HookFn = Callable[[torch.Tensor, HookSite], "torch.Tensor | None"]
@@ -81,7 +82,8 @@ class HookPoints:
 
     @property
     def layout(self) -> HeadLayout:
-        return HeadLayout([(t.name, t.n_layers, t.n_heads) for t in self.towers.values()])
+        """The model's head layout (the same as ``model.head_layout``: both come from ``tower_modules()``)."""
+        return head_layout(self.towers)
 
     def names(self, kinds: Sequence[str] | None = None, towers: Sequence[str] | None = None) -> list[str]:
         kinds = tuple(kinds or ALL_KINDS)

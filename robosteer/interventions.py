@@ -2,7 +2,9 @@
 
 Each function returns a list of ``(hook_name, fn)`` pairs for ``vla.hooks(fwd_hooks=...)``
 or ``vla.run_with_hooks``; all act on ``hook_z`` (a head's output before the output
-projection) and touch only the named heads, at all or at given positions.
+projection) and touch only the named heads, at all or at given positions. They share
+``head_slice_hooks`` (one hook per site, writing head slices of a copy of the activation),
+which activation patching (``circuits/patching.py``) uses too.
 
 Usage::
 
@@ -16,11 +18,27 @@ Usage::
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from .sites import Head, HookSite, hook_name
+from .sites import Head, HookSite
+
+# edit(out, act, site, name, item): write head slices of ``out`` (a clone of ``act``); ``item`` is groups[name]
+SliceEdit = Callable[[torch.Tensor, torch.Tensor, HookSite, str, Any], None]
+
+
+def head_slice_hooks(groups: Mapping[str, Any], edit: SliceEdit) -> list:
+    """``[(hook name, fn)]``, one per entry of ``groups``: ``fn`` copies the activation, lets
+    ``edit(out, act, site, name, groups[name])`` write the heads' slices of the copy, and returns it."""
+    hooks = []
+    for name, item in groups.items():
+        def fn(act, site, name=name, item=item):
+            out = act.clone()
+            edit(out, act, site, name, item)
+            return out
+        hooks.append((name, fn))
+    return hooks
 
 
 def _group(heads: Iterable[Head | str]) -> dict[str, list[int]]:
@@ -28,9 +46,8 @@ def _group(heads: Iterable[Head | str]) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = defaultdict(list)
     for head in heads:
         head = Head.parse(head)
-        name = hook_name(head.tower, head.layer, "hook_z")
-        if head.head not in groups[name]:
-            groups[name].append(head.head)
+        if head.head not in groups[head.hook_z]:
+            groups[head.hook_z].append(head.head)
     return dict(groups)
 
 
@@ -61,46 +78,38 @@ def ablate_heads(heads: Iterable[Head | str], how: str = "zero", means: Mapping[
     if how == "mean" and means is None:
         raise ValueError("mean ablation needs means= (e.g. cache.mean() from run_with_cache over reference inputs)")
     pos = _pos(positions)
-    hooks = []
-    for name, idx in _group(heads).items():
-        def fn(act, site, idx=idx, name=name):
-            _check_heads(act, idx, site)
-            out = act.clone()
-            if how == "zero":
-                out[:, pos, idx] = 0
-            else:
-                if name not in means:
-                    raise KeyError(f"means has no entry for {name}")
-                mean = means[name].to(act.dtype)
-                try:
-                    target = torch.broadcast_to(mean, act.shape)
-                except RuntimeError as err:
-                    raise ValueError(f"mean for {name} has shape {tuple(mean.shape)}, which does not broadcast to "
-                                     f"the activation's {tuple(act.shape)}") from err
-                out[:, pos, idx] = target[:, pos, idx]
-            return out
-        hooks.append((name, fn))
-    return hooks
+
+    def edit(out, act, site, name, idx):
+        _check_heads(act, idx, site)
+        if how == "zero":
+            out[:, pos, idx] = 0
+        else:
+            if name not in means:
+                raise KeyError(f"means has no entry for {name}")
+            mean = means[name].to(act.dtype)
+            try:
+                target = torch.broadcast_to(mean, act.shape)
+            except RuntimeError as err:
+                raise ValueError(f"mean for {name} has shape {tuple(mean.shape)}, which does not broadcast to "
+                                 f"the activation's {tuple(act.shape)}") from err
+            out[:, pos, idx] = target[:, pos, idx]
+    return head_slice_hooks(_group(heads), edit)
 
 
 def patch_heads(heads: Iterable[Head | str], source: Mapping[str, torch.Tensor], positions=None) -> list:
     """Write the heads' outputs from ``source`` (another run's cache) into this run."""
     pos = _pos(positions)
-    hooks = []
-    for name, idx in _group(heads).items():
-        def fn(act, site, idx=idx, name=name):
-            _check_heads(act, idx, site)
-            if name not in source:
-                raise KeyError(f"the source cache has no {name}; record it with names_filter including it")
-            src = source[name]
-            if src.shape != act.shape:
-                raise ValueError(f"patch for {name} has shape {tuple(src.shape)} but the activation has shape "
-                                 f"{tuple(act.shape)}; record the source with the same batch and sequence layout")
-            out = act.clone()
-            out[:, pos, idx] = src[:, pos, idx].to(act.dtype)
-            return out
-        hooks.append((name, fn))
-    return hooks
+
+    def edit(out, act, site, name, idx):
+        _check_heads(act, idx, site)
+        if name not in source:
+            raise KeyError(f"the source cache has no {name}; record it with names_filter including it")
+        src = source[name]
+        if src.shape != act.shape:
+            raise ValueError(f"patch for {name} has shape {tuple(src.shape)} but the activation has shape "
+                             f"{tuple(act.shape)}; record the source with the same batch and sequence layout")
+        out[:, pos, idx] = src[:, pos, idx].to(act.dtype)
+    return head_slice_hooks(_group(heads), edit)
 
 
 def steer_heads(vectors: Mapping[Head | str, torch.Tensor], scale: float = 1.0, positions=None) -> list:
@@ -109,20 +118,16 @@ def steer_heads(vectors: Mapping[Head | str, torch.Tensor], scale: float = 1.0, 
     by_site: dict[str, list[tuple[int, torch.Tensor]]] = defaultdict(list)
     for head, vec in vectors.items():
         head = Head.parse(head)
-        by_site[hook_name(head.tower, head.layer, "hook_z")].append((head.head, torch.as_tensor(vec)))
-    hooks = []
-    for name, items in by_site.items():
-        def fn(act, site, items=items):
-            out = act.clone()
-            for h, vec in items:
-                _check_heads(act, [h], site)
-                if vec.shape != (act.shape[-1],):
-                    raise ValueError(f"steering vector for {site.tower}.L{site.layer}H{h} has shape {tuple(vec.shape)}; "
-                                     f"expected ({act.shape[-1]},) = (d_head,)")
-                out[:, pos, h] = out[:, pos, h] + scale * vec.to(act.dtype)
-            return out
-        hooks.append((name, fn))
-    return hooks
+        by_site[head.hook_z].append((head.head, torch.as_tensor(vec)))
+
+    def edit(out, act, site, name, items):
+        for h, vec in items:
+            _check_heads(act, [h], site)
+            if vec.shape != (act.shape[-1],):
+                raise ValueError(f"steering vector for {Head(site.tower, site.layer, h)} has shape {tuple(vec.shape)}; "
+                                 f"expected ({act.shape[-1]},) = (d_head,)")
+            out[:, pos, h] = out[:, pos, h] + scale * vec.to(act.dtype)
+    return head_slice_hooks(by_site, edit)
 
 
 def active_heads(vla, tower: str | None = None) -> list[Head]:

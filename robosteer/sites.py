@@ -14,10 +14,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Towers of an OpenVLA-family model. A model family may declare more; these are the
-# names the hook layer and file formats know by default.
-TOWERS: tuple[str, ...] = ("llm", "dino", "siglip")
-
 # Hook kinds at the attention of a block (``{tower}.blocks.{l}.attn.{kind}``) and on the
 # residual stream of a block (``{tower}.blocks.{l}.{kind}``).
 ATTN_HOOKS: tuple[str, ...] = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_pattern", "hook_attn_out")
@@ -65,11 +61,6 @@ class Head:
         if tower is None:
             raise ValueError(f"head {text!r} names no tower: write it as 'llm.{text}' (or dino./siglip.)")
         return cls(tower, int(match["layer"]), int(match["head"]))
-
-
-def parse_heads(items, default_tower: str | None = None) -> list[Head]:
-    """Parse an iterable of head names or ``Head`` values, keeping order."""
-    return [Head.parse(item, default_tower) for item in items]
 
 
 def hook_name(tower: str, layer: int, kind: str) -> str:

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from robosteer.files import atomic_write_text
+from robosteer.sites import Head
 
 _SEQUENTIAL = "Viridis"
 _DIVERGING = "RdBu"
@@ -42,7 +43,7 @@ def _hover(scores, tower: str, grid: np.ndarray, label: str, ranks: dict | None)
     text = np.empty(grid.shape, dtype=object)
     for layer in range(grid.shape[0]):
         for head in range(grid.shape[1]):
-            name = f"{tower}.L{layer}H{head}"
+            name = str(Head(tower, layer, head))
             value = grid[layer, head]
             line = f"{name}<br>{label} = {'not scored' if np.isnan(value) else f'{value:.6g}'}"
             if ranks is not None and name in ranks:

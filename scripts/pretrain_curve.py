@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", required=True, help="JSON file for the curve")
     args = p.parse_args()
+    from robosteer.app.policy import PolicyFactory
     from robosteer.sim.collect import measure_policy
     from robosteer.sim.tasks import get_split
 
@@ -50,7 +51,7 @@ def main() -> None:
         for ckpt in sorted(Path(args.checkpoints).glob("step-*")):
             step = int(ckpt.name.split("-")[1])
             policy = checkpoint_policy(Path(args.run) / "final", ckpt, Path(tmp) / ckpt.name)
-            results = measure_policy(str(policy), tasks, episodes=args.episodes, workers=args.workers, progress=False)
+            results = measure_policy(PolicyFactory(str(policy)), tasks, episodes=args.episodes, workers=args.workers, progress=False)
             row = {"step": step, **{t: [r.successes, r.n] for t, r in results.items()}}
             row["mean"] = sum(r.success_rate for r in results.values()) / len(results)
             curve.append(row)

@@ -59,12 +59,12 @@ def test_save_is_atomic_and_replaces(tmp_path, monkeypatch):
     vla = tiny_vla(seed=1)
     target = vla.save_pretrained(tmp_path / "m")
     digest = hashlib.sha256((target / "model.safetensors").read_bytes()).hexdigest()
-    from robosteer.models import loading
+    from robosteer.models import saving
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(loading, "write_json_atomic", boom)
+    monkeypatch.setattr(saving, "write_json_atomic", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         tiny_vla(seed=2).save_pretrained(target)
     # the failed save left the earlier checkpoint whole and no partial folders behind

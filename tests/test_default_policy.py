@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 import robosteer
-from robosteer.models.default import DEFAULT_SHAPE, default_checkpoint_dir
+from robosteer.models.assets import default_checkpoint_dir
+from robosteer.models.default import DEFAULT_SHAPE
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -50,9 +50,9 @@ def test_sim_probe_pairs_render_the_change():
     probe = sim_probe("visual", "lift/base", n=2, image_size=32)
     assert len(probe) == 2
     for clean, corrupt in probe.pairs:
-        assert clean["image"].shape == (32, 32, 3) and np.abs(clean["image"].astype(int) - corrupt["image"]).sum() > 0
-        assert clean["instruction"] == corrupt["instruction"]
-        assert np.array_equal(clean["action"], corrupt["action"])
+        assert clean.image.shape == (32, 32, 3) and np.abs(clean.image.astype(int) - corrupt.image).sum() > 0
+        assert clean.instruction == corrupt.instruction
+        assert np.array_equal(clean.action, corrupt.action)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_the_discovery_seed_draws_the_probe_scenes(monkeypatch):
     from types import SimpleNamespace
 
     import robosteer.app.sim_probes as sim_probes
-    from robosteer.circuits.discover import DiscoverConfig, score_heads
+    from robosteer.circuits.discover import DiscoverConfig
 
     asked = []
 
@@ -107,9 +107,53 @@ def test_the_discovery_seed_draws_the_probe_scenes(monkeypatch):
     dataset = SimpleNamespace(tasks=["push/paraphrase"], image=lambda i: np.zeros((32, 32, 3), np.uint8))
     for seed in (0, 1, 2):
         with pytest.raises(Stop):
-            score_heads(None, dataset, DiscoverConfig(method="attribution", probes=("visual",), seed=seed))
+            sim_probes.discovery_probes(dataset, DiscoverConfig(method="attribution", probes=("visual",), seed=seed))
+    assert [(k, t) for k, t, _ in asked] == [("visual", "push/paraphrase")] * 3
     starts = [s for _, _, s in asked]
     assert starts[0] == sim_probes.PROBE_SEED and len(set(starts)) == 3
     assert all(b - a >= sim_probes.MAX_DRAWS_PER_PAIR * DiscoverConfig().probe_pairs for a, b in zip(starts, starts[1:]))
     with pytest.raises(ValueError, match="seed must be >= 0"):
         DiscoverConfig(method="attribution", seed=-1)
+
+
+def test_causal_discovery_scores_the_probes_it_is_given_and_builds_none(monkeypatch):
+    """The circuits take probes as inputs: without them activation/attribution refuse clearly; with them no
+    simulator is touched; the application's builder gives the kinds of config.probes in order, and none for kNN."""
+    from types import SimpleNamespace
+
+    import robosteer.app.sim_probes as sim_probes
+    import robosteer.circuits.patching as patching
+    from robosteer.circuits.discover import DiscoverConfig, score_heads
+    from robosteer.circuits.probes import Probe
+    from robosteer.circuits.scores import HeadScores
+    from robosteer.sites import Head
+
+    image = np.zeros((32, 32, 3), np.uint8)
+    dataset = SimpleNamespace(tasks=["lift/base", "push/base", "push/base"], image=lambda i: image)
+    for method in ("activation", "attribution"):
+        with pytest.raises(ValueError, match=rf"method '{method}' scores heads on probes: pass probes=\[Probe"):
+            score_heads(None, dataset, DiscoverConfig(method=method))
+    frame = {"image": np.zeros((32, 32, 3), np.uint8), "instruction": "lift the red cube", "action": np.zeros(7)}
+    probes = [Probe(name, ((frame, frame),), "custom") for name in ("mine", "yours")]
+    with pytest.raises(ValueError, match="scored by the methods activation, attribution only; method is 'knn'"):
+        score_heads(None, dataset, DiscoverConfig(method="knn"), probes=probes)
+
+    seen = []
+
+    def fake_attribution(vla, probe, towers, unnorm_key):
+        seen.append(probe.name)
+        column = f"attribution:{probe.name}"
+        return HeadScores((Head("llm", 0, 0), Head("llm", 0, 1)), {column: [1.0, 2.0 + len(seen)]}, {column: True})
+
+    monkeypatch.setattr(patching, "attribution_patching", fake_attribution)
+    monkeypatch.setattr(sim_probes, "sim_probe", lambda *a, **kw: pytest.fail("discover must not build probes"))
+    scores, column = score_heads(None, dataset, DiscoverConfig(method="attribution"), probes=probes)
+    assert seen == ["mine", "yours"] and column == "attribution:combined"
+
+    built = []
+    monkeypatch.setattr(sim_probes, "sim_probe", lambda kind, **kw: built.append((kind, kw)) or kind)
+    config = DiscoverConfig(method="activation", probes=("physical", "visual"), probe_pairs=5, seed=3)
+    assert sim_probes.discovery_probes(dataset, config) == ["physical", "visual"]
+    expected = dict(task="push/base", n=5, seed=sim_probes.probe_seed(3), image_size=32)
+    assert built == [("physical", expected), ("visual", expected)]
+    assert sim_probes.discovery_probes(dataset, DiscoverConfig(method="knn")) == [] and len(built) == 2

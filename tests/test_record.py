@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from robosteer.circuits.record import HeadActivations, RecordConfig, record_heads, teacher_forced_batch
+from robosteer.circuits.record import HeadActivations, RecordConfig, record_heads
+from robosteer.models.sequence import SequenceBuilder
 from robosteer.models.tiny import tiny_vla
 
 
@@ -24,11 +25,11 @@ def setup():
 
 def test_positions_index_the_right_tokens(setup):
     vla, frames = setup
-    tb = teacher_forced_batch(vla, frames[:2])
-    ids = tb["inputs"]["input_ids"]
-    out = vla(**tb["inputs"])
+    tb = SequenceBuilder(vla).build(frames[:2])
+    ids = tb.input_ids
+    out = vla(**tb.model_inputs())
     for b in range(2):
-        first = tb["first_action"][b].item()
+        first = tb.first_action[b].item()
         prompt_len = first - (vla.n_prefix - 1)
         assert ids[b, prompt_len - 1].item() == vla.config.prompt_suffix_token_id
         assert vla.action_tokenizer.is_action(ids[b, prompt_len : prompt_len + 7]).all()
@@ -43,9 +44,9 @@ def test_record_matches_single_frame_cache(setup, position):
     assert acts.acts["dino"].shape == (9, 2, 4, 12)  # the tower's last block never runs
     assert acts.episodes.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and acts.frames.tolist() == [0, 2, 4] * 3
     # frame 5 of the keyframes, recorded alone (no padding), gives the same values
-    single = teacher_forced_batch(vla, [frames[7]])
-    _, cache = vla.run_with_cache(**single["inputs"], names_filter="llm.blocks.1.attn.hook_z")
-    first = single["first_action"][0]
+    single = SequenceBuilder(vla).build([frames[7]])
+    _, cache = vla.run_with_cache(**single.model_inputs(), names_filter="llm.blocks.1.attn.hook_z")
+    first = single.first_action[0]
     z = cache["llm.blocks.1.attn.hook_z"][0]
     expected = {"first_action": z[first], "last_prompt": z[first - 1], "mean_action": z[first : first + 7].mean(0)}[position]
     assert torch.allclose(acts.acts["llm"][4, 1], expected, atol=1e-5)

@@ -11,6 +11,7 @@ import torch
 from robosteer.circuits import record as record_module
 from robosteer.circuits.record import HeadActivations, RecordConfig, record_heads
 from robosteer.circuits.record_stream import HeadActivationsWriter
+from robosteer.data.frames import Frame
 from robosteer.models.tiny import tiny_vla
 from robosteer.sites import HeadLayout
 
@@ -77,7 +78,7 @@ def test_streamed_activations_are_memory_mapped(streamed):
 
 def test_interrupted_recording_leaves_no_folder_and_keeps_the_old_one(setup, tmp_path, monkeypatch):
     vla, frames = setup
-    real = record_module.teacher_forced_batch
+    real = record_module.SequenceBuilder.build
     calls = []
 
     def fails_on_second_batch(*args, **kwargs):
@@ -86,16 +87,16 @@ def test_interrupted_recording_leaves_no_folder_and_keeps_the_old_one(setup, tmp
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(record_module, "teacher_forced_batch", fails_on_second_batch)
+    monkeypatch.setattr(record_module.SequenceBuilder, "build", fails_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         record_heads(vla, frames, CONFIG, progress=False, out=tmp_path / "new")
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a partial one
     with pytest.raises(FileNotFoundError, match="activation index not found"):
         HeadActivations.load(tmp_path / "new")
-    monkeypatch.setattr(record_module, "teacher_forced_batch", real)
+    monkeypatch.setattr(record_module.SequenceBuilder, "build", real)
     old = record_heads(vla, frames, RecordConfig(towers=("llm",), batch_size=4), progress=False, out=tmp_path / "old")
     calls.clear()
-    monkeypatch.setattr(record_module, "teacher_forced_batch", fails_on_second_batch)
+    monkeypatch.setattr(record_module.SequenceBuilder, "build", fails_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         record_heads(vla, frames, CONFIG, progress=False, out=tmp_path / "old")
     kept = HeadActivations.load(tmp_path / "old")
@@ -163,7 +164,7 @@ def test_writer_refuses_an_incomplete_or_inconsistent_stream(tmp_path):
 
 
 class _Frames:
-    """The little of a FrameDataset that knn discovery reads: len and items with ``as_record()``."""
+    """The little of a FrameDataset that knn discovery reads: len and items (``Frame`` objects)."""
 
     def __init__(self, frames):
         self.frames = frames
@@ -172,7 +173,7 @@ class _Frames:
         return len(self.frames)
 
     def __getitem__(self, i):
-        return type("Frame", (), {"as_record": lambda _, f=self.frames[i]: f})()
+        return Frame.coerce(self.frames[i])
 
 
 def test_discover_stream_writes_activations_and_scores_the_same(setup, tmp_path):

@@ -16,7 +16,7 @@ from robosteer.sim.evaluate import evaluate
 from robosteer.sim.expert import ScriptedExpert
 from robosteer.data.keyframes import KEYFRAME_NAMES
 from robosteer.data.lerobot import LeRobotDataset
-from robosteer.sim.policies import load_policy
+from robosteer.app.policy import load_policy
 
 
 @pytest.fixture(scope="module")

@@ -132,3 +132,35 @@ def test_action_noise_perturbs_execution_but_not_labels(env):
     assert not np.allclose(clean.proprio[3:], noisy.proprio[3:], atol=1e-3)  # executed actions differed
     assert np.array_equal(noisy.actions, again.actions)  # noise is seeded by the episode seed
     assert np.all(np.abs(noisy.actions) <= 1) and set(noisy.actions[:, 6]) <= {-1.0, 1.0}
+
+
+def test_the_simulator_runs_the_policy_factory_it_is_given(tmp_path):
+    """measure_policy takes a picklable zero-argument factory (called once per worker), never a policy name;
+    the application turns names into policies (load_policy) and factories (PolicyFactory), and policy files
+    keep their format."""
+    import json
+    import pickle
+
+    from robosteer.app.policy import PolicyFactory, load_policy, write_policy_file
+    from robosteer.sim.collect import measure_policy
+
+    with pytest.raises(ValueError, match="policy_factory must be a picklable zero-argument callable"):
+        measure_policy("expert", ["lift/base"], episodes=1)
+    made = []
+
+    class Counting(ScriptedExpert):
+        def __init__(self):
+            super().__init__()
+            made.append(self)
+
+    results = measure_policy(Counting, ["lift/base", "push/base"], episodes=2, config=SimConfig(render=False),
+                             progress=False)
+    assert len(made) == 1 and [r.n for r in results.values()] == [2, 2]
+    factory = pickle.loads(pickle.dumps(PolicyFactory("expert")))
+    assert factory == PolicyFactory("expert") and factory.name == "expert"
+    assert isinstance(factory(), ScriptedExpert) and isinstance(load_policy("expert"), ScriptedExpert)
+    expert = measure_policy(ScriptedExpert, ["lift/base"], episodes=2, config=SimConfig(render=False), progress=False)
+    by_name = measure_policy(factory, ["lift/base"], episodes=2, config=SimConfig(render=False), progress=False)
+    assert [e.__dict__ for e in expert["lift/base"].episodes] == [e.__dict__ for e in by_name["lift/base"].episodes]
+    spec = json.loads(write_policy_file(tmp_path / "policy.json", base="default").read_text())
+    assert spec == {"format": "robosteer.policy", "base": "default", "adapter": None}  # the file format of 3fd4d93

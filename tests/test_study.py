@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -115,12 +116,12 @@ def test_a_finetuned_cell_records_its_cost_and_evaluates_the_adapted_policy(tmp_
     trained, evaluated = [], []
     monkeypatch.setattr(experiment, "collect_demos", lambda task, n, out, seed, workers: f"demos of {task}/{seed}")
     monkeypatch.setattr(models, "load_vla", lambda policy: tiny_vla)
-    monkeypatch.setattr(discover_module, "discover", lambda base, demos, cfg, out: SimpleNamespace(mask=mask))
+    monkeypatch.setattr(discover_module, "discover", lambda base, demos, cfg, out, probes: SimpleNamespace(mask=mask))
 
-    def fake_finetune(base, demos, method, settings, out, mask=None):
-        trained.append((demos, method, settings.lora_r, settings.seed))
-        return experiment.FinetuneResult(method, out / "policy.json", 123, 4.5, 600.0, 1.0, ["llm.L0H1", "llm.L1H2"],
-                                         resumed_at_step=0)
+    def fake_finetune(base, demos, method, config, mask=None, lora=None):
+        trained.append((demos, method, lora.r, config.seed))
+        return experiment.FinetuneResult(method, Path(config.out_dir) / "policy.json", 123, 4.5, 600.0, 1.0,
+                                         ["llm.L0H1", "llm.L1H2"], resumed_at_step=0)
 
     class Result:
         successes, n, success_rate, ci95 = 3, 10, 0.3, (0.1, 0.6)
@@ -152,3 +153,43 @@ def test_each_study_seed_collects_its_own_demonstrations():
         StudyConfig(out_dir="unused", seeds=(0, 60_000), demos=20)  # would collect on evaluation seeds
     with pytest.raises(ValueError, match="seeds must be >= 0"):
         StudyConfig(out_dir="unused", seeds=(-1,))
+
+
+def test_study_methods_name_registered_training_methods_and_selectors():
+    from robosteer.app.study import ARMS, SEEDLESS_METHODS, STUDY_METHODS
+    from robosteer.circuits.config import METHODS as SELECTORS
+    from robosteer.train.strategies import METHODS
+
+    assert STUDY_METHODS == ("zero-shot", "lora", "lora-matched", "heads-knn", "heads-attribution", "random-heads",
+                             "full") and SEEDLESS_METHODS == ("zero-shot",)
+    assert all(arm.train is None or arm.train in METHODS for arm in ARMS.values())
+    assert all(arm.selector in SELECTORS for arm in ARMS.values())
+
+
+def test_finetuned_cells_record_the_settings_the_committed_matrix_records():
+    """Every committed finetuned cell's ``settings``, rebuilt from study.json with steering_config + LoraSettings,
+    comes out equal, in the same key order (the JSON a new cell writes is the same bytes); the schedule is the one
+    the cells were trained on (warm-up 10%, cosine, betas 0.9/0.95, one bin of label smoothing)."""
+    from robosteer.app.experiment import WARMUP_FRACTION, steering_config
+    from robosteer.app.study import recorded_settings
+    from robosteer.train.strategies import LoraSettings
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "results" / "matrix"
+    study = json.loads((root / "study.json").read_text())
+    config = StudyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in study.items()})
+    cells = [json.loads(p.read_text()) for p in sorted((root / "cells").glob("*/*/seed*.json"))]
+    finetuned = [c for c in cells if c["method"] != "zero-shot"]
+    assert len(finetuned) == 90
+    for cell in finetuned:
+        train = steering_config("unused", steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                                seed=cell["seed"])
+        lora = LoraSettings()
+        if cell["method"] == "lora-matched":
+            lora = LoraSettings(r=cell["settings"]["lora_r"], alpha=cell["settings"]["lora_alpha"])
+        first = config.demo_seed(cell["seed"])
+        settings = {**recorded_settings(train, lora, WARMUP_FRACTION), "demos": config.demos,
+                    "demo_seeds": [first, first + config.demos - 1]}
+        if "demo_seeds" not in cell["settings"]:  # seed-0 cells ran before the demo seeds were recorded
+            assert cell["seed"] == 0
+            del settings["demo_seeds"]
+        assert json.dumps(settings) == json.dumps(cell["settings"]), cell["task"] + " " + cell["method"]

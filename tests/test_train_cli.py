@@ -122,14 +122,15 @@ def test_pretrain_collects_and_trains_the_default_shape(tmp_path):
 
 def test_finetune_rerun_of_a_finished_run_reports_its_training_time(tmp_path, demos, policy):
     """A study cell resumed after its training finished must not record ~0 s of training."""
-    from robosteer.app.experiment import FinetuneSettings
     from robosteer.app.experiment import finetune as run_finetune
+    from robosteer.app.experiment import steering_config
     from robosteer.data.dataset import DemoDataset
+    from robosteer.train.strategies import LoraSettings
 
     path, _ = policy
-    settings = FinetuneSettings(steps=2, batch_size=4, lora_r=2, lora_alpha=1)
-    first = run_finetune(path, DemoDataset(demos), "lora", settings, tmp_path / "run")
-    again = run_finetune(path, DemoDataset(demos), "lora", settings, tmp_path / "run")
+    config, lora = steering_config(tmp_path / "run", steps=2, batch_size=4), LoraSettings(r=2, alpha=1)
+    first = run_finetune(path, DemoDataset(demos), "lora", config, lora=lora)
+    again = run_finetune(path, DemoDataset(demos), "lora", config, lora=lora)
     assert first.resumed_at_step == 0 and again.resumed_at_step == 2
     saved = json.loads((tmp_path / "run" / "checkpoints" / "step-0000002" / "state.json").read_text())
     assert again.train_seconds == saved["elapsed_s"] and 0 < again.train_seconds <= first.train_seconds

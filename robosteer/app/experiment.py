@@ -6,14 +6,16 @@ and evaluation seeds:
 
 1. ``collect_demos``: expert demonstrations of the adaptation task (collection seeds);
 2. ``discover`` (``robosteer.circuits.discover``): score heads and select the top k;
-3. ``finetune``: train one method (heads, lora, random-heads, full) from the same base,
-   recording trainable parameters, wall time and peak memory; writes a ``policy.json``;
+3. ``finetune``: train one method (``train.strategies.METHODS``: heads, lora, full, random-heads)
+   from the same base on the same ``steering_config`` schedule, recording trainable parameters,
+   wall time and peak memory; writes a ``policy.json``;
 4. ``evaluate_policy``: closed-loop success on evaluation seeds, with 95% Wilson intervals.
 
 Usage::
 
     demos = collect_demos("lift/novel_color", 20, out="runs/x/demos")
-    cell = finetune("default", demos, "heads", FinetuneSettings(), out="runs/x/heads", mask=mask)
+    cell = finetune("default", demos, "heads", steering_config("runs/x/heads"), mask=mask)
+    cell = finetune("default", demos, "lora", steering_config("runs/x/lora", steps=300), lora=LoraSettings(r=8))
     result = evaluate_policy(cell.policy, ["lift/novel_color"], episodes=50)
 """
 
@@ -24,33 +26,40 @@ import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from robosteer.train.config import TrainConfig
+    from robosteer.train.strategies import LoraSettings
 
 log = logging.getLogger(__name__)
 
-FINETUNE_METHODS = ("heads", "lora", "random-heads", "full")
+STEERING_STEPS = 300  # finetuning steps of the study and the main example (the same for every method)
+WARMUP_FRACTION = 0.1  # the steering schedule warms up linearly over this fraction of the steps
 
 
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """One schedule for every method (the comparison is fair only if these are shared)."""
+def steering_config(out_dir: str | Path, steps: int = STEERING_STEPS, warmup_fraction: float = WARMUP_FRACTION,
+                    **changes: Any) -> TrainConfig:
+    """``steering_config("runs/x/heads", steps=300, seed=1)`` -> the ``TrainConfig`` every method trains on.
 
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 5e-4
-    warmup_fraction: float = 0.1  # linear warm-up over this fraction of the steps
-    schedule: str = "cosine"
-    betas: tuple[float, float] = (0.9, 0.95)
-    label_smoothing: float = 1.0
-    seed: int = 0
-    lora_r: int = 32
-    lora_alpha: int = 16
+    The comparison is fair only if every method shares it: cosine schedule with warm-up over
+    ``warmup_fraction`` of the steps, AdamW betas (0.9, 0.95), label smoothing of one action bin,
+    augmentation without crop or hue shift (object positions and colours name the target), a
+    checkpoint every quarter (at least 50 steps), a metrics row every twentieth; otherwise
+    ``TrainConfig``'s defaults (batch 16, lr 5e-4), which ``changes`` override (``batch_size=``, ``lr=``,
+    ``seed=``). ``unnorm_key`` left None: ``finetune`` takes the base policy's first dataset statistics.
+    """
+    from robosteer.train.config import TrainConfig
 
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("steps, batch_size and lr must be positive")
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+    if not 0.0 <= warmup_fraction < 1.0:
+        raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    config = TrainConfig(out_dir=str(out_dir), steps=steps, schedule="cosine",
+                         warmup_steps=int(warmup_fraction * steps), betas=(0.9, 0.95), label_smoothing=1.0,
+                         augment=True, augment_crop_scale=1.0, augment_hue=0.0, ckpt_every=max(50, steps // 4),
+                         log_every=max(1, steps // 20), progress=False)
+    return config.replace(**changes) if changes else config
 
 
 @dataclass
@@ -68,6 +77,16 @@ class FinetuneResult:
         d = asdict(self)
         d["policy"] = str(self.policy)
         return d
+
+
+def write_run_policy(out: str | Path, method: str, base: str | Path, output: str | Path) -> Path:
+    """``out``/policy.json of a finished training run: the trained model itself (``full``), else ``base`` plus the
+    adapter at ``output``. Used by ``finetune`` and ``robosteer finetune``."""
+    from robosteer.app.policy import write_policy_file
+
+    if method == "full":
+        return write_policy_file(Path(out) / "policy.json", base=output)
+    return write_policy_file(Path(out) / "policy.json", base=base, adapter=output)
 
 
 def first_demo_seed(seed: int, demos: int) -> int:
@@ -116,29 +135,24 @@ def _peak_rss_mb(since_reset: bool) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def finetune(base: str | Path, demos, method: str, settings: FinetuneSettings, out: str | Path,
-             mask=None) -> FinetuneResult:
-    """Finetune ``base`` on ``demos`` with ``method``; resumes an interrupted run; returns where the policy is."""
+def finetune(base: str | Path, demos, method: str, config: TrainConfig, mask=None,
+             lora: LoraSettings | None = None) -> FinetuneResult:
+    """Finetune ``base`` on ``demos`` with ``method`` (``TrainConfig`` ``config``, e.g. ``steering_config(out)``;
+    ``lora``: ``LoraSettings`` for the lora method, default OpenVLA's); resumes an interrupted run; returns where
+    the policy is (``config.out_dir``/policy.json)."""
     import torch
 
     from robosteer.models import load_vla
-    from robosteer.app.policy import write_policy_file
-    from robosteer.train.config import TrainConfig
     from robosteer.train.loop import train
-    from robosteer.train.strategies import LoraSettings, count_trainable, make_strategy
+    from robosteer.train.strategies import METHODS, LoraSettings, count_trainable, make_strategy
 
-    if method not in FINETUNE_METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {FINETUNE_METHODS}")
-    out = Path(out)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {METHODS}")
+    out = Path(config.out_dir)
     vla = load_vla(base, dtype=torch.float32)
-    unnorm_key = next(iter(vla.config.norm_stats))
-    strategy = make_strategy(method, mask=mask, seed=settings.seed,
-                             lora=LoraSettings(r=settings.lora_r, alpha=settings.lora_alpha))
-    config = TrainConfig(out_dir=str(out), steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
-                         schedule=settings.schedule, warmup_steps=int(settings.warmup_fraction * settings.steps), betas=settings.betas,
-                         label_smoothing=settings.label_smoothing, seed=settings.seed, augment=True,
-                         augment_crop_scale=1.0, augment_hue=0.0, unnorm_key=unnorm_key,
-                         ckpt_every=max(50, settings.steps // 4), log_every=max(1, settings.steps // 20), progress=False)
+    if config.unnorm_key is None:
+        config = config.replace(unnorm_key=next(iter(vla.config.norm_stats)))
+    strategy = make_strategy(method, mask=mask, seed=config.seed, lora=lora or LoraSettings())
     per_run = _reset_peak_rss()
     t0 = time.perf_counter()
     result = train(vla, demos, strategy, config)
@@ -149,10 +163,7 @@ def finetune(base: str | Path, demos, method: str, settings: FinetuneSettings, o
                     "part only", out, result.start_step, result.elapsed_s)
         seconds = result.elapsed_s
     n_trainable = count_trainable(vla)
-    if method == "full":
-        spec = write_policy_file(out / "policy.json", base=result.output)
-    else:
-        spec = write_policy_file(out / "policy.json", base=base, adapter=result.output)
+    spec = write_run_policy(out, method, base, result.output)
     heads = [str(h) for h in strategy.mask.heads] if hasattr(strategy, "mask") else []
     return FinetuneResult(method, spec, int(n_trainable), seconds, peak, float(result.loss), heads,
                           resumed_at_step=result.start_step)
@@ -160,9 +171,10 @@ def finetune(base: str | Path, demos, method: str, settings: FinetuneSettings, o
 
 def evaluate_policy(policy: str | Path, tasks, episodes: int, workers: int = 2, image_size: int = 64, seed: int | None = None):
     """Closed-loop success of a policy (``"default"``, a checkpoint, or a ``policy.json``) on each task."""
+    from robosteer.app.policy import PolicyFactory
     from robosteer.sim.collect import measure_policy
     from robosteer.sim.env import SimConfig
     from robosteer.sim.tasks import EVAL_SEED
 
-    return measure_policy(str(policy), list(tasks), episodes=episodes, seed=EVAL_SEED if seed is None else seed,
+    return measure_policy(PolicyFactory(str(policy)), list(tasks), episodes=episodes, seed=EVAL_SEED if seed is None else seed,
                           workers=workers, config=SimConfig(image_size=image_size), progress=False)

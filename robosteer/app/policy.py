@@ -1,24 +1,32 @@
-"""A trained VLA as a closed-loop policy: ``policy(image, instruction, proprio) -> action``.
+"""Policies by name: ``load_policy(spec)`` turns a policy name or path into the callable the simulator runs.
 
-This is the callable the sim evaluator (``robosteer evaluate --policy PATH``) and the
-study run. It wraps ``vla.predict_action`` (greedy, KV-cached) and, optionally, a
-heads or LoRA adapter loaded onto the base policy.
+A policy is ``policy(image, instruction, proprio) -> action``. ``"expert"`` is the simulator's
+scripted expert; anything else is a trained VLA (``"default"``, a checkpoint folder, or a
+``policy.json`` naming a base and an adapter), wrapped by :class:`VLAPolicy` around
+``vla.predict_action`` (greedy, KV-cached), with a heads or LoRA adapter merged in when given.
+The simulator never loads policies itself: it is handed a policy (``evaluate(policy, ...)``)
+or, for worker processes, a picklable zero-argument factory (``measure_policy(PolicyFactory(spec), ...)``).
 
 Usage::
 
-    policy = load_policy("runs/pretrain/final")          # or "default"
+    policy = load_policy("runs/pretrain/final")          # or "default", "expert", ".../policy.json"
     action = policy(obs.image, obs.instruction, obs.proprio)
+    results = measure_policy(PolicyFactory("runs/x/policy.json"), ["lift/base"], workers=2)
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+
+# The ``format`` of a policy file; a file-format name (from when this module was ``robosteer/policy.py``),
+# not a module path, so that policy files read and write as before.
+POLICY_FORMAT = "robosteer.policy"
 
 
 class VLAPolicy:
@@ -31,10 +39,12 @@ class VLAPolicy:
     def reset(self) -> None:
         """Called at the start of an episode (nothing to clear: the policy is Markovian)."""
 
-    @torch.no_grad()
     def __call__(self, image: np.ndarray, instruction: str, proprio: Any = None) -> np.ndarray:
+        import torch
+
         proprio = proprio if self.vla.config.proprio_dim else None
-        action = self.vla.predict_action(image, instruction, proprio=proprio, unnorm_key=self.unnorm_key)
+        with torch.no_grad():
+            action = self.vla.predict_action(image, instruction, proprio=proprio, unnorm_key=self.unnorm_key)
         return np.asarray(action, dtype=np.float32)
 
 
@@ -44,25 +54,34 @@ def write_policy_file(path: str | Path, base: str | Path, adapter: str | Path | 
 
     path = Path(path)
     rel = (lambda p: None if p is None else os.path.relpath(Path(p).resolve(), path.parent.resolve()))
-    spec = {"format": "robosteer.app.policy", "base": str(base) if str(base) == "default" else rel(base),
+    spec = {"format": POLICY_FORMAT, "base": str(base) if str(base) == "default" else rel(base),
             "adapter": rel(adapter)}
     return atomic_write_text(path, json.dumps(spec, indent=2))
 
 
-def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key: str | None = None) -> VLAPolicy:
+def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key: str | None = None):
     """``load_policy(checkpoint, adapter=None)``: a checkpoint folder (or ``"default"``), optionally with an
     adapter folder written by ``robosteer finetune`` (heads or LoRA), merged into the weights.
 
-    ``path`` may also be a ``policy.json`` (``write_policy_file``) naming the base and the adapter.
+    ``path`` may also be a ``policy.json`` (``write_policy_file``) naming the base and the adapter, or
+    ``"expert"``: the simulator's scripted expert (a ``ScriptedExpert``; every other spec gives a ``VLAPolicy``).
     """
+    if str(path) == "expert":
+        if adapter is not None:
+            raise ValueError("the scripted expert takes no adapter")
+        from robosteer.sim.expert import ScriptedExpert
+
+        return ScriptedExpert()
+    import torch
+
     from robosteer.models import load_vla
 
     if str(path).endswith(".json"):
         from robosteer.files import read_json
 
         spec = read_json(path, "policy file")
-        if spec.get("format") != "robosteer.app.policy" or "base" not in spec:
-            raise ValueError(f"{path} is not a robosteer policy file (needs format 'robosteer.app.policy' and 'base')")
+        if spec.get("format") != POLICY_FORMAT or "base" not in spec:
+            raise ValueError(f"{path} is not a robosteer policy file (needs format {POLICY_FORMAT!r} and 'base')")
         root = Path(path).parent
         base = spec["base"] if spec["base"] == "default" else root / spec["base"]
         path, adapter = base, (root / spec["adapter"]) if spec.get("adapter") else adapter
@@ -73,3 +92,30 @@ def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key:
 
         load_adapter(vla, adapter, merge=True)
     return VLAPolicy(vla, unnorm_key)
+
+
+@dataclass(frozen=True)
+class PolicyFactory:
+    """``PolicyFactory("runs/x/policy.json")()``: loads that policy; picklable, for the simulator's worker processes.
+
+    ``measure_policy`` calls it once in each worker (and once in-process with one worker). A model policy
+    then computes on one torch thread, as one worker runs per core; ``"expert"`` needs no torch.
+    """
+
+    spec: str  # a load_policy spec: "expert", "default", a checkpoint folder or a policy.json
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, str) or not self.spec:
+            raise ValueError(f"PolicyFactory.spec must be a non-empty policy name or path (str), got {self.spec!r}")
+
+    @property
+    def name(self) -> str:
+        """What progress bars call the policy: its spec."""
+        return self.spec
+
+    def __call__(self):
+        if self.spec != "expert":  # the expert needs no torch
+            import torch
+
+            torch.set_num_threads(1)  # one worker per core
+        return load_policy(self.spec)

@@ -16,33 +16,42 @@ Usage::
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    out_dir: str  # demos/, checkpoints, metrics and final/ go here
-    split: str = "default"  # the sim split whose pretraining tasks are learned
-    episodes: int = 250  # clean expert episodes per pretraining task (seeds 0 ..)
-    noisy_episodes: int = 100  # episodes per task with executed-action noise (next seeds), labels clean
-    action_noise: float = 0.1  # std of the noise on executed arm actions (0.2 makes the expert fail 93% of place)
-    image_size: int = 64
-    workers: int = 2  # collection processes
-    steps: int = 5000  # the shipped policy's recipe: ~50 min on 2 CPU cores
-    batch_size: int = 32
-    lr: float = 3e-4
-    warmup_steps: int = 500
-    label_smoothing: float = 1.0  # Gaussian credit to neighbouring action bins (sigma in bins)
-    augment: bool = True  # brightness/contrast/saturation jitter; no crop and no hue shift (positions and colours matter)
-    augment_shift: int = 0  # random translation of up to this many pixels (0 = off; 2 with 2.4x the data did worse)
-    aux_weight: float = 1.0  # auxiliary state targets (train/auxiliary.py) from privileged demo state; 0 turns them off
-    seed: int = 0
-    progress: bool = True
+    """The default policy's pretraining recipe; each field's help is also ``robosteer pretrain``'s."""
+
+    out_dir: str = field(metadata={"help": "output folder: demos/, checkpoints, metrics, final/"})
+    split: str = field(default="default", metadata={"help": "the sim split whose pretraining tasks are learned"})
+    episodes: int = field(default=250, metadata={"help": "clean expert episodes per pretraining task (seeds 0 ..)"})
+    noisy_episodes: int = field(default=100, metadata={
+        "help": "episodes per task with executed-action noise (the next seeds); their labels stay clean"})
+    action_noise: float = field(default=0.1, metadata={
+        "help": "std of the noise on executed arm actions (0.2 makes the expert fail 93% of place)"})
+    image_size: int = field(default=64, metadata={"help": "square agentview image side in pixels"})
+    workers: int = field(default=2, metadata={"help": "collection processes"})
+    steps: int = field(default=5000, metadata={
+        "help": "optimizer steps (the shipped policy's recipe: ~50 min on 2 CPU cores)"})
+    batch_size: int = field(default=32, metadata={"help": "global batch"})
+    lr: float = field(default=3e-4, metadata={"help": "peak learning rate (cosine schedule)"})
+    warmup_steps: int = field(default=500, metadata={"help": "linear warm-up steps"})
+    label_smoothing: float = field(default=1.0, metadata={
+        "help": "Gaussian credit to neighbouring action bins (sigma in bins)"})
+    augment: bool = field(default=True, metadata={
+        "help": "brightness/contrast/saturation jitter; no crop and no hue shift (positions and colours matter)"})
+    augment_shift: int = field(default=0, metadata={
+        "help": "random image translation of up to this many pixels (0: off; 2 with 2.4x the data did worse)"})
+    aux_weight: float = field(default=1.0, metadata={
+        "help": "weight of the auxiliary object/goal position targets (train/auxiliary.py) from privileged demo "
+                "state (0: behaviour cloning only)"})
+    seed: int = field(default=0, metadata={
+        "help": "seeds the model's initialisation, the data order and the augmentation"})
+    progress: bool = field(default=True, metadata={"help": "the tqdm progress bar"})
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.noisy_episodes < 0:
@@ -84,6 +93,8 @@ def pretraining_data(config: PretrainConfig):
 
 def combined_statistics(frames, name: str) -> dict:
     """OpenVLA ``dataset_statistics`` of all frames together."""
+    import numpy as np
+
     from robosteer.data.statistics import dataset_statistics
 
     return dataset_statistics(name, np.asarray(frames.actions), np.asarray(frames.proprio),
@@ -106,6 +117,8 @@ def _full_without_readout():
 
 def pretrain(config: PretrainConfig) -> Path:
     """Collect, build the default-shape model and train it; returns the folder of the final policy."""
+    import numpy as np
+
     from robosteer.models.default import default_config
     from robosteer.models.loading import build_vla_from_config
     from robosteer.data.demo_format import DATASET_NAME

@@ -18,19 +18,27 @@ another colour (a distractor, else e.g. a relational reference or a stacking sup
 draws without one are skipped, and a task that gives no usable pair in
 ``MAX_DRAWS_PER_PAIR * n`` draws raises a ``ValueError`` naming the task and the probe.
 
+``discovery_probes(dataset, config)`` builds the probes ``robosteer discover``, the main example
+and the study hand to ``circuits.discover`` for the causal scorers: the kinds of ``config.probes``,
+``config.probe_pairs`` pairs each, on ``config.probe_task`` (default: the demonstrations' most common
+task), from the scenes of ``probe_seed(config.seed)`` on.
+
 Usage::
 
     probe = sim_probe("visual", task="lift/base", n=16)
     scores = activation_patching(vla, probe)
+    result = discover(vla, demos, config, probes=discovery_probes(demos, config))
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import numpy as np
 
 from robosteer.circuits.probes import Probe
+from robosteer.data.frames import Frame
 
 SIM_PROBE_KINDS = ("visual", "linguistic", "physical", "environment")
 PROBE_SEED = 2_000_000  # probe scenes: away from collection seeds (0, ...) and evaluation seeds (1,000,000, ...)
@@ -136,12 +144,30 @@ def sim_probe(kind: str, task: str = "lift/base", n: int = 16, seed: int = PROBE
             clean_obs = env.reset_scene(scene)
             action, _ = expert_action(env.scene, env.world_state())
             corrupt_obs = env.reset_scene(twin)
-            clean = {"image": clean_obs.image, "instruction": clean_obs.instruction, "proprio": clean_obs.proprio,
-                     "action": np.asarray(action, dtype=np.float64), "seed": scene.seed}
-            corrupt = {"image": corrupt_obs.image, "instruction": corrupt_obs.instruction,
-                       "proprio": corrupt_obs.proprio, "action": clean["action"], "seed": scene.seed}
+            # episode: the scene seed (each probe scene is its own one-step episode)
+            clean = Frame(image=clean_obs.image, instruction=clean_obs.instruction, proprio=clean_obs.proprio,
+                          action=np.asarray(action, dtype=np.float64), episode=scene.seed, step=0, task=task)
+            corrupt = Frame(image=corrupt_obs.image, instruction=corrupt_obs.instruction, proprio=corrupt_obs.proprio,
+                            action=clean.action, episode=scene.seed, step=0, task=task)
             pairs.append((clean, corrupt))
     finally:
         if own:
             env.close()
     return Probe(kind, tuple(pairs), kind)
+
+
+def discovery_probes(dataset, config) -> list[Probe]:
+    """``discover(vla, demos, config, probes=discovery_probes(demos, config))``: the sim probes of a discovery.
+
+    For ``config.method`` activation or attribution: one probe per kind in ``config.probes``, of
+    ``config.probe_pairs`` pairs on ``config.probe_task`` (default: the demonstrations' most common task),
+    rendered at the demonstrations' image size from the scenes of ``probe_seed(config.seed)`` on. For any
+    other method: ``[]`` (nothing is rendered).
+    """
+    from robosteer.circuits.config import PROBE_METHODS
+
+    if config.method not in PROBE_METHODS:
+        return []
+    task = config.probe_task or Counter(dataset.tasks).most_common(1)[0][0]
+    return [sim_probe(kind, task=task, n=config.probe_pairs, seed=probe_seed(config.seed),
+                      image_size=dataset.image(0).shape[0]) for kind in config.probes]

@@ -32,11 +32,31 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from robosteer.app.experiment import STEERING_STEPS
+from robosteer.config_cli import ConfigArguments, field_default
+from robosteer.train.config import TrainConfig
+
 log = logging.getLogger(__name__)
 
-STUDY_METHODS = ("zero-shot", "lora", "lora-matched", "heads-knn", "heads-attribution", "random-heads", "full")
+
+@dataclass(frozen=True)
+class Arm:
+    """What one study method does: the finetuning method it trains (``train.strategies.METHODS``; None: the base
+    policy as it is) on the heads found by ``selector`` (``circuits.config.METHODS``)."""
+
+    train: str | None
+    selector: str = "knn"
+
+
+# The study's methods, each named by what it trains; every cell of a seed also runs discovery (lora-matched sizes its
+# rank from the heads, random-heads draws as many). Checked against the two registries by tests/test_study.py.
+ARMS: dict[str, Arm] = {
+    "zero-shot": Arm(None), "lora": Arm("lora"), "lora-matched": Arm("lora"), "heads-knn": Arm("heads"),
+    "heads-attribution": Arm("heads", selector="attribution"), "random-heads": Arm("random-heads"), "full": Arm("full"),
+}
+STUDY_METHODS = tuple(ARMS)
 # methods without a seed (no demonstrations, seed-independent evaluation): one cell per task, under the first seed
-SEEDLESS_METHODS = ("zero-shot",)
+SEEDLESS_METHODS = tuple(m for m, arm in ARMS.items() if arm.train is None)
 # One task per axis (visual, linguistic, spatial, environment) in the push family — the one the shipped default
 # policy performs (docs/default_policy.md); adapting a family it cannot do zero-shot measures little — plus the
 # unseen stack family. push/distractors is not in the split's held-out list: no push visual variation leaves the
@@ -51,20 +71,27 @@ RETENTION_TASKS = ("lift/base", "push/base")
 
 @dataclass(frozen=True)
 class StudyConfig:
-    out_dir: str
-    policy: str = "default"
-    tasks: tuple[str, ...] = DEFAULT_TASKS  # one per axis: visual, linguistic, spatial, environment, unseen family
-    methods: tuple[str, ...] = STUDY_METHODS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    demos: int = 20
-    top_k: int = 7  # 20/144 of the default policy's 48 LLM heads
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 5e-4
-    episodes: int = 50  # evaluation episodes on the target task
-    retention_tasks: tuple[str, ...] = RETENTION_TASKS  # pretraining tasks on which retention is measured
-    retention_episodes: int = 20  # evaluation episodes on each retention task
-    workers: int = 2
+    """The study's matrix and its shared settings; each field's help is also ``robosteer study``'s."""
+
+    out_dir: str = field(metadata={"help": "study folder: study.json, cells/, work/, results.json"})
+    policy: str = field(default="default", metadata={"help": "base policy: 'default' or a checkpoint folder"})
+    tasks: tuple[str, ...] = field(default=DEFAULT_TASKS, metadata={
+        "help": "adaptation tasks, one per axis: visual, linguistic, spatial, environment, unseen family"})
+    methods: tuple[str, ...] = field(default=STUDY_METHODS, metadata={"help": "study methods",
+                                                                      "choices": STUDY_METHODS})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={
+        "help": "study seeds: training seed and demonstrations (expert seeds seed x demos onwards)"})
+    demos: int = field(default=20, metadata={"help": "expert demonstrations to adapt from"})
+    top_k: int = field(default=7, metadata={
+        "help": "heads to finetune (7: 20/144 of the default policy's 48 LLM heads)"})
+    steps: int = field(default=STEERING_STEPS, metadata={"help": "finetuning steps (the same for every method)"})
+    batch_size: int = field(default=field_default(TrainConfig, "batch_size"), metadata={"help": "finetuning batch"})
+    lr: float = field(default=field_default(TrainConfig, "lr"), metadata={"help": "peak finetuning learning rate"})
+    episodes: int = field(default=50, metadata={"help": "evaluation episodes on the target task"})
+    retention_tasks: tuple[str, ...] = field(default=RETENTION_TASKS, metadata={
+        "help": "pretraining tasks on which what each policy keeps is measured"})
+    retention_episodes: int = field(default=20, metadata={"help": "evaluation episodes on each retention task"})
+    workers: int = field(default=2, metadata={"help": "simulator processes for collection and evaluation"})
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in STUDY_METHODS]
@@ -146,31 +173,43 @@ def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResu
     return cell
 
 
+def recorded_settings(train: TrainConfig, lora, warmup_fraction: float) -> dict:
+    """A finetuned cell's ``settings``: the schedule and LoRA numbers it trained with, under the names (and in the
+    order) the committed cells record them (docs/results/matrix)."""
+    return {"steps": train.steps, "batch_size": train.batch_size, "lr": train.lr, "warmup_fraction": warmup_fraction,
+            "schedule": train.schedule, "betas": train.betas, "label_smoothing": train.label_smoothing,
+            "seed": train.seed, "lora_r": lora.r, "lora_alpha": lora.alpha}
+
+
 def _adapt(config: StudyConfig, cell: CellResult) -> str:
     """Collect the cell's demonstrations, select heads, finetune; fills ``cell``'s cost fields; the policy's path."""
+    from robosteer.app.experiment import WARMUP_FRACTION, collect_demos, finetune, steering_config
+    from robosteer.app.sim_probes import discovery_probes
     from robosteer.circuits.discover import DiscoverConfig, discover
-    from robosteer.app.experiment import FinetuneSettings, collect_demos, finetune
     from robosteer.models import load_vla
+    from robosteer.train.strategies import LoraSettings
 
     task, method, seed = cell.task, cell.method, cell.seed
+    arm = ARMS[method]
     work = Path(config.out_dir) / "work" / task.replace("/", "_") / f"seed{seed}"
-    settings = FinetuneSettings(steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=seed)
+    train = steering_config(work / method, steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=seed)
+    lora = LoraSettings()
     first = config.demo_seed(seed)
-    cell.settings = {**asdict(settings), "demos": config.demos, "demo_seeds": [first, first + config.demos - 1]}
+    cell.settings = {**recorded_settings(train, lora, WARMUP_FRACTION), "demos": config.demos,
+                     "demo_seeds": [first, first + config.demos - 1]}
     demos = collect_demos(task, config.demos, work / "demos", seed=first, workers=config.workers)
     base = load_vla(config.policy)
-    scorer = "attribution" if method == "heads-attribution" else "knn"
-    found = discover(base, demos, DiscoverConfig(method=scorer, top_k=config.top_k, seed=seed),
-                     out=work / f"heads-{scorer}")
-    train_method = {"heads-knn": "heads", "heads-attribution": "heads", "lora-matched": "lora"}.get(method, method)
+    discovery = DiscoverConfig(method=arm.selector, top_k=config.top_k, seed=seed)
+    found = discover(base, demos, discovery, out=work / f"heads-{arm.selector}",
+                     probes=discovery_probes(demos, discovery))
     if method == "lora-matched":
         # heads trains the query rows and output-projection columns of each selected LLM head
         head_dim = base.config.llm_dim // base.head_layout.shape("llm")[1]
         rank = lora_matched_rank(base, len(found.mask) * 2 * base.config.llm_dim * head_dim)
         # alpha/r = 1/2 as in r32/a16 where the rank allows; alpha is a whole number >= 1, so rank 1 gets alpha 1
-        settings = replace(settings, lora_r=rank, lora_alpha=max(1, rank // 2))
-        cell.settings.update(lora_r=settings.lora_r, lora_alpha=settings.lora_alpha)
-    result = finetune(config.policy, demos, train_method, settings, work / method, mask=found.mask)
+        lora = replace(lora, r=rank, alpha=max(1, rank // 2))
+        cell.settings.update(lora_r=lora.r, lora_alpha=lora.alpha)
+    result = finetune(config.policy, demos, arm.train, train, mask=found.mask, lora=lora)
     cell.trainable_params, cell.train_seconds, cell.peak_rss_mb = (result.trainable_params, result.train_seconds,
                                                                   result.peak_rss_mb)
     cell.heads, cell.resumed_at_step = result.heads, result.resumed_at_step
@@ -225,30 +264,18 @@ def run_study(config: StudyConfig, progress: bool = True) -> list[CellResult]:
     return results
 
 
+# every StudyConfig field is a flag (defaults, allowed methods and help from the dataclass)
+STUDY_ARGUMENTS = ConfigArguments(StudyConfig, flags={"out_dir": "--out"})
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("study", help="the few-shot steering study: held-out tasks x methods x seeds (resumable)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--policy", default="default")
-    p.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
-    p.add_argument("--methods", default=",".join(STUDY_METHODS))
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--demos", type=int, default=20)
-    p.add_argument("--top-k", type=int, default=7)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--episodes", type=int, default=50)
-    p.add_argument("--retention-tasks", default=",".join(RETENTION_TASKS),
-                   help="pretraining tasks on which what each policy keeps is measured")
-    p.add_argument("--retention-episodes", type=int, default=20)
-    p.add_argument("--workers", type=int, default=2)
+    STUDY_ARGUMENTS.add_to(p)
     p.set_defaults(func=_study_command)
 
 
 def _study_command(args) -> int:
-    config = StudyConfig(out_dir=args.out, policy=args.policy, tasks=tuple(args.tasks.split(",")),
-                         methods=tuple(args.methods.split(",")), seeds=tuple(int(s) for s in args.seeds.split(",")),
-                         demos=args.demos, top_k=args.top_k, steps=args.steps, episodes=args.episodes,
-                         retention_tasks=tuple(args.retention_tasks.split(",")),
-                         retention_episodes=args.retention_episodes, workers=args.workers)
+    config = STUDY_ARGUMENTS.build(args)
     for cell in run_study(config):
         t = cell.target
         print(f"{cell.task:20s} {cell.method:18s} seed {cell.seed}: {t['success']:.2f} "

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
+from ..config_cli import ConfigArguments
+from .config import DiscoverConfig
+
+# every DiscoverConfig field is a flag (defaults, choices and help from the dataclass)
+DISCOVER_ARGUMENTS = ConfigArguments(DiscoverConfig, flags={"keyframes_only": "--all-frames"},
+                                     helps={"keyframes_only": "record every frame, not only keyframes"})
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("discover", help="find the heads that matter for a task from demonstrations")
     p.add_argument("--policy", default="default", help="checkpoint folder, or 'default'")
     p.add_argument("--demos", required=True, help="demonstration folder (robosteer collect output or a LeRobot folder)")
-    p.add_argument("--method", default="knn", choices=("knn", "activation", "attribution", "sav", "random"))
-    p.add_argument("--top-k", type=int, default=8, help="heads to select")
-    p.add_argument("--towers", default="llm", help="comma-separated towers to score: llm,dino,siglip")
-    p.add_argument("--position", default="first_action", choices=("first_action", "last_prompt", "mean_action"))
-    p.add_argument("--all-frames", action="store_true", help="record every frame, not only keyframes")
-    p.add_argument("--stream", action="store_true",
-                   help="knn/sav: write activations to OUT/activations as they are recorded (bounded memory)")
-    p.add_argument("--probes", default="visual,linguistic,physical", help="probe kinds for activation/attribution")
-    p.add_argument("--probe-pairs", type=int, default=12)
-    p.add_argument("--probe-task", default=None, help="sim task for the probes (default: the demos' task)")
+    DISCOVER_ARGUMENTS.add_to(p)
     p.add_argument("--max-episodes", type=int, default=None, help="use only the first N episodes of the demos")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder: scores.csv/.json, mask.json/.safetensors, headmap.html")
     p.set_defaults(func=_discover)
 
@@ -39,8 +36,9 @@ def _open_demos(path: str):
 def _discover(args) -> int:
     import numpy as np
 
+    from ..app.sim_probes import discovery_probes  # the command line may build the application's sim probes
     from ..models import load_vla
-    from .discover import DiscoverConfig, discover
+    from .discover import discover
 
     vla = load_vla(args.policy)
     demos = _open_demos(args.demos)
@@ -48,11 +46,8 @@ def _discover(args) -> int:
 
         keep = np.unique(demos.episode_index)[: args.max_episodes]
         demos = _Subset(demos, np.flatnonzero(np.isin(demos.episode_index, keep)))
-    config = DiscoverConfig(method=args.method, top_k=args.top_k, towers=tuple(args.towers.split(",")),
-                            position=args.position, keyframes_only=not args.all_frames,
-                            probes=tuple(p for p in args.probes.split(",") if p), probe_pairs=args.probe_pairs,
-                            probe_task=args.probe_task, seed=args.seed, stream=args.stream)
-    result = discover(vla, demos, config, out=args.out)
+    config = DISCOVER_ARGUMENTS.build(args)
+    result = discover(vla, demos, config, out=args.out, probes=discovery_probes(demos, config))
     frame = result.scores.to_frame().sort_values(result.column, ascending=not result.scores.higher_is_better[result.column])
     print(frame.head(args.top_k).to_string(index=False))
     print(f"selected {len(result.mask)} heads: {', '.join(str(h) for h in result.mask.heads)}")

@@ -4,57 +4,33 @@ This is what ``robosteer discover`` and the main example run. Methods:
 
 - ``knn`` (default, the released Robotic Steering scorer): record every head's output at
   the demonstrations' keyframes, score it by leave-one-episode-out kNN regression of the action;
-- ``activation`` / ``attribution``: causal scores over sim probes (visual, linguistic,
-  physical, ...) built for the demonstrations' task, combined across probes by mean z-score;
+- ``activation`` / ``attribution``: causal scores over the probes passed in (pairs of frames
+  that differ in one factor: visual, linguistic, physical, ...), combined across probes by mean
+  z-score. Circuits do not build probes: the caller does (the application builds sim probes of
+  ``config.probes`` for the demonstrations' task, ``robosteer.app.sim_probes.discovery_probes``);
 - ``sav``: nearest-class-mean accuracy of discretised actions; ``random``: the control.
 
 Usage::
 
     result = discover(vla, DemoDataset("demos/lift-novel"), DiscoverConfig(method="knn", top_k=8), out="runs/heads")
     result.mask.heads, result.scores.to_frame()
+    result = discover(vla, demos, DiscoverConfig(method="attribution"), probes=[Probe("visual", pairs), ...])
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..masks import HeadMask
+from .config import PROBE_METHODS, DiscoverConfig
 from .scores import HeadScores
 
 log = logging.getLogger(__name__)
-
-METHODS = ("knn", "activation", "attribution", "sav", "random")
-
-
-@dataclass(frozen=True)
-class DiscoverConfig:
-    method: str = "knn"
-    top_k: int = 8  # heads to select (globally across the recorded towers)
-    towers: tuple[str, ...] = ("llm",)
-    position: str = "first_action"  # LLM token position for knn / sav (see circuits.record)
-    keyframes_only: bool = True
-    probes: tuple[str, ...] = ("visual", "linguistic", "physical")  # for activation / attribution
-    probe_pairs: int = 12
-    probe_task: str | None = None  # sim task for probes; default: the demonstrations' most common task
-    seed: int = 0  # random draws: the random scorer's scores and the sim probes' scenes
-    unnorm_key: str | None = None
-    stream: bool = False  # knn / sav: write activations to <out>/activations batch by batch (bounded memory)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.method in ("activation", "attribution") and not self.probes:
-            raise ValueError(f"method {self.method!r} needs at least one probe")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
 
 @dataclass
@@ -65,14 +41,15 @@ class DiscoveryResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def frame_dicts(dataset, indices=None) -> list[dict[str, Any]]:
-    """Frames of a robosteer ``FrameDataset`` as the mappings the recorders take."""
-    indices = range(len(dataset)) if indices is None else indices
-    return [dataset[int(i)].as_record() for i in indices]
+def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = None, *,
+                probes: Sequence[Any] | None = None) -> tuple[HeadScores, str]:
+    """Scores of every head of ``config.towers`` and the column to select by (``out``: where to stream activations).
 
-
-def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = None) -> tuple[HeadScores, str]:
-    """Scores of every head of ``config.towers`` and the column to select by (``out``: where to stream activations)."""
+    ``probes``: the ``Probe`` objects ``activation`` / ``attribution`` score on (required for them, unused otherwise).
+    """
+    if probes and config.method not in PROBE_METHODS:
+        raise ValueError(f"probes are scored by the methods {', '.join(PROBE_METHODS)} only; "
+                         f"method is {config.method!r}")
     if config.method == "random":
         from .random_baseline import random_scores
 
@@ -90,7 +67,7 @@ def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = N
 
         if config.stream and out is None:
             raise ValueError("stream=True needs an output folder (discover(..., out=DIR))")
-        acts = record_heads(vla, frame_dicts(dataset), RecordConfig(
+        acts = record_heads(vla, [dataset[i] for i in range(len(dataset))], RecordConfig(
             towers=config.towers, position=config.position, keyframes_only=config.keyframes_only,
             unnorm_key=config.unnorm_key), out=Path(out) / "activations" if config.stream else None)
         if config.method == "knn":
@@ -111,13 +88,12 @@ def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = N
         scores = parts[0] if len(parts) == 1 else HeadScores.merge(*parts)
         return scores, scores.default_column
     from .patching import PatchingConfig, activation_patching, attribution_patching
-    from ..app.sim_probes import probe_seed, sim_probe
 
-    task = config.probe_task or Counter(dataset.tasks).most_common(1)[0][0]
+    if not probes:
+        raise ValueError(f"method {config.method!r} scores heads on probes: pass probes=[Probe, ...] (for sim probes "
+                         "of config.probes: robosteer.app.sim_probes.discovery_probes(dataset, config))")
     parts = []
-    for kind in config.probes:
-        probe = sim_probe(kind, task=task, n=config.probe_pairs, seed=probe_seed(config.seed),
-                          image_size=dataset.image(0).shape[0])
+    for probe in probes:
         if config.method == "activation":
             parts.append(activation_patching(vla, probe, PatchingConfig(towers=config.towers, unnorm_key=config.unnorm_key)))
         else:
@@ -129,9 +105,13 @@ def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = N
     return scores, scores.default_column
 
 
-def discover(vla, dataset, config: DiscoverConfig = DiscoverConfig(), out: str | Path | None = None) -> DiscoveryResult:
-    """Score heads on ``dataset`` and select ``config.top_k``; with ``out``, write the files a person opens."""
-    scores, column = score_heads(vla, dataset, config, out)
+def discover(vla, dataset, config: DiscoverConfig = DiscoverConfig(), out: str | Path | None = None, *,
+             probes: Sequence[Any] | None = None) -> DiscoveryResult:
+    """Score heads on ``dataset`` and select ``config.top_k``; with ``out``, write the files a person opens.
+
+    ``probes``: the ``Probe`` objects the ``activation`` / ``attribution`` methods score on (see ``score_heads``).
+    """
+    scores, column = score_heads(vla, dataset, config, out, probes=probes)
     mask = HeadMask.select(scores, k=config.top_k, column=column, layout=vla.head_layout)
     result = DiscoveryResult(scores=scores, mask=mask, column=column)
     if out is not None:

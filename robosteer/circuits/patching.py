@@ -29,8 +29,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..interventions import active_heads
-from ..sites import Head, HookSite, hook_name
+from ..interventions import active_heads, head_slice_hooks
+from ..sites import Head, HookSite
 from .probes import Probe, action_logprob, build_inputs
 from .scores import HeadScores
 
@@ -62,7 +62,7 @@ def _heads(vla, towers: Sequence[str]) -> list[Head]:
 
 
 def _z_names(heads: Sequence[Head]) -> list[str]:
-    return list(dict.fromkeys(hook_name(h.tower, h.layer, "hook_z") for h in heads))
+    return list(dict.fromkeys(h.hook_z for h in heads))
 
 
 def _positions(site: HookSite, end: torch.Tensor, row: int) -> torch.Tensor | slice:
@@ -89,16 +89,12 @@ def _patch_hooks(chunk: Sequence[Head], sources: dict[str, torch.Tensor], dst_en
     """Copy c of the batch gets head ``chunk[c]`` from the aligned ``sources``."""
     by_site: dict[str, list[tuple[int, int]]] = {}
     for c, head in enumerate(chunk):
-        by_site.setdefault(hook_name(head.tower, head.layer, "hook_z"), []).append((c, head.head))
-    hooks = []
-    for name, items in by_site.items():
-        def fn(act, site, items=items, name=name):
-            out = act.clone()
-            for c, h in items:
-                out[c, _positions(site, dst_end, c), h] = sources[name][:, h].to(act.dtype)
-            return out
-        hooks.append((name, fn))
-    return hooks
+        by_site.setdefault(head.hook_z, []).append((c, head.head))
+
+    def edit(out, act, site, name, items):
+        for c, h in items:
+            out[c, _positions(site, dst_end, c), h] = sources[name][:, h].to(act.dtype)
+    return head_slice_hooks(by_site, edit)
 
 
 @torch.no_grad()

@@ -21,20 +21,23 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from .record import teacher_forced_batch
+from ..data.frames import Frame
 
-Frame = Mapping[str, Any]
 PROBE_KINDS = ("visual", "linguistic", "physical", "environment", "custom")
 
 
 @dataclass(frozen=True)
 class Probe:
-    """Named pairs of frames ``(clean, corrupted)`` that differ in one factor."""
+    """Named pairs of frames ``(clean, corrupted)`` that differ in one factor.
+
+    The sides are ``robosteer.data.frames.Frame`` objects; mappings with its fields are converted.
+    """
 
     name: str
     pairs: tuple[tuple[Frame, Frame], ...]
@@ -45,36 +48,38 @@ class Probe:
             raise ValueError(f"probe {self.name!r} has no pairs")
         if self.kind not in PROBE_KINDS:
             raise ValueError(f"probe kind must be one of {PROBE_KINDS}, got {self.kind!r}")
+        pairs = []
         for i, pair in enumerate(self.pairs):
             if len(pair) != 2:
                 raise ValueError(f"probe {self.name!r} pair {i} must be (clean, corrupted)")
-            for side in pair:
-                missing = [k for k in ("image", "instruction", "action") if k not in side]
-                if missing:
-                    raise ValueError(f"probe {self.name!r} pair {i} lacks {missing}")
+            pairs.append(tuple(Frame.coerce(side, f"probe {self.name!r} pair {i}") for side in pair))
+        object.__setattr__(self, "pairs", tuple(pairs))
 
     @classmethod
-    def from_frames(cls, name: str, clean: Sequence[Frame], corrupted: Sequence[Frame], kind: str | None = None) -> "Probe":
+    def from_frames(cls, name: str, clean: Sequence[Frame | Mapping[str, Any]],
+                    corrupted: Sequence[Frame | Mapping[str, Any]], kind: str | None = None) -> "Probe":
         """Pair up two equally long lists; the corrupted frames get the clean frames' actions."""
         if len(clean) != len(corrupted):
             raise ValueError(f"probe {name!r}: {len(clean)} clean frames but {len(corrupted)} corrupted")
-        pairs = tuple((c, {**x, "action": c["action"]}) for c, x in zip(clean, corrupted))
+        clean = [Frame.coerce(c, f"probe {name!r} clean frame {i}") for i, c in enumerate(clean)]
+        corrupted = [Frame.coerce(x, f"probe {name!r} corrupted frame {i}") for i, x in enumerate(corrupted)]
+        pairs = tuple((c, dataclasses.replace(x, action=c.action)) for c, x in zip(clean, corrupted))
         return cls(name, pairs, kind or (name if name in PROBE_KINDS else "custom"))
 
     def __len__(self) -> int:
         return len(self.pairs)
 
 
-def build_inputs(vla, frames: Sequence[Frame], unnorm_key: str | None = None) -> dict[str, Any]:
-    """Teacher-forced inputs plus, per example, the end positions ``(B, 1 + A)`` and the action target ids."""
-    tb = teacher_forced_batch(vla, frames, unnorm_key)
-    n_act = tb["n_action"]
-    first = tb["first_action"]  # (B,) sequence index of the first action token
-    end = first[:, None] - 1 + torch.arange(n_act + 1)[None]  # last prompt token .. last action token
-    ids = tb["inputs"]["input_ids"]
-    prompt_len = first - (vla.n_prefix - 1)
-    targets = torch.stack([ids[b, prompt_len[b] : prompt_len[b] + n_act] for b in range(ids.shape[0])])  # (B, A)
-    return {"inputs": tb["inputs"], "end": end, "targets": targets}
+def build_inputs(vla, frames: Sequence[Frame | Mapping[str, Any]], unnorm_key: str | None = None) -> dict[str, Any]:
+    """Teacher-forced inputs plus, per example, the end positions ``(B, 1 + A)`` and the action target ids ``(B, A)``.
+
+    ``end`` is the last prompt position then every action token's position (``models.sequence``).
+    """
+    from ..models.sequence import SequenceBuilder
+
+    seq = SequenceBuilder(vla, unnorm_key).build(frames)  # prompt + action tokens, no EOS
+    end = torch.cat([seq.last_prompt[:, None], seq.action_positions], dim=1)  # last prompt token .. last action token
+    return {"inputs": seq.model_inputs(), "end": end, "targets": seq.action_ids}
 
 
 def action_logprob(logits: torch.Tensor, end: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

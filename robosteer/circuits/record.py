@@ -1,8 +1,10 @@
 """Recording every head's output over demonstrations, for the head scorers.
 
-For each frame (image, instruction, action, optional proprio) the policy runs
-teacher-forced on the OpenVLA training sequence (prompt, then the demonstrated
-action's tokens), and each head's ``hook_z`` is kept at one position:
+For each frame (``robosteer.data.frames.Frame``, or a mapping with its fields: image,
+instruction, action, optional proprio) the policy runs teacher-forced on the OpenVLA
+sequence of the prompt then the demonstrated action's tokens (no EOS;
+``models.sequence.SequenceBuilder``, which also says where each token sits), and each
+head's ``hook_z`` is kept at one position:
 
 - LLM heads: ``"last_prompt"`` (the position that predicts the first action token),
   ``"first_action"`` (the first action token, as the released Robotic Steering loader
@@ -34,12 +36,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..data.frames import Frame
+from ..models.sequence import ModelBatch, SequenceBuilder
 from ..sites import Head, HeadLayout, HookSite, hook_name
+from .config import POSITIONS
+from .record_stream import FORMAT_VERSION, STORAGE, HeadActivationsWriter, read_streamed
 
 log = logging.getLogger(__name__)
-
-POSITIONS = ("last_prompt", "first_action", "mean_action")
-FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -123,11 +126,9 @@ class HeadActivations:
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{directory}/index.json has format_version {meta.get('format_version')}; expected {FORMAT_VERSION}")
         if meta.get("storage") is not None:
-            from .record_stream import STORAGE, load_streamed
-
             if meta["storage"] != STORAGE:
                 raise ValueError(f"{directory}/index.json has unknown storage {meta['storage']!r}")
-            return load_streamed(directory, meta)
+            return cls(**read_streamed(directory, meta))
         path = directory / "activations.safetensors"
         if not path.is_file():
             raise FileNotFoundError(f"activations not found: {path}")
@@ -141,55 +142,30 @@ class HeadActivations:
                    instructions=list(meta.get("instructions", [])))
 
 
-def select_frames(frames: Sequence[Mapping[str, Any]], keyframes_only: bool) -> list[Mapping[str, Any]]:
-    """Keyframes (``frame["keyframe"]`` true) or every frame when asked, or when none is flagged."""
+def select_frames(frames: Sequence[Frame], keyframes_only: bool) -> list[Frame]:
+    """Keyframes (``frame.keyframe`` true) or every frame when asked, or when none is flagged."""
     if not keyframes_only:
         return list(frames)
-    keys = [f for f in frames if bool(f.get("keyframe", False))]
+    keys = [f for f in frames if f.keyframe]
     if not keys:
         log.warning("no frame is flagged as a keyframe; recording all %d frames", len(frames))
         return list(frames)
     return keys
 
 
-def teacher_forced_batch(vla, frames: Sequence[Mapping[str, Any]], unnorm_key: str | None = None) -> dict[str, Any]:
-    """Prompt + demonstrated action tokens for a batch of frames, right-padded; plus index helpers."""
-    from ..models.action_tokenizer import normalize
-
-    stats = vla.norm_stats(unnorm_key)
-    rows, prompt_lens = [], []
-    for f in frames:
-        prompt = vla.tokenize(f["instruction"])[0]
-        action = normalize(np.asarray(f["action"], dtype=np.float64)[None], stats["action"])[0]
-        tokens = torch.from_numpy(vla.action_tokenizer.encode(action))
-        rows.append(torch.cat([prompt, tokens]))
-        prompt_lens.append(prompt.shape[0])
-    width = max(r.shape[0] for r in rows)
-    ids = torch.full((len(rows), width), vla.config.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : r.shape[0]] = r
-        mask[i, : r.shape[0]] = 1
-    batch = {"input_ids": ids, "attention_mask": mask,
-             "pixel_values": vla.preprocess([np.asarray(f["image"]) for f in frames])}
-    if vla.config.proprio_dim:
-        batch["proprio"] = vla.normalize_proprio(np.stack([np.asarray(f["proprio"]) for f in frames]), unnorm_key)
-    # position of text token i in the multimodal sequence is n_prefix - 1 + i
-    first_action = torch.tensor(prompt_lens) + vla.n_prefix - 1
-    return {"inputs": batch, "first_action": first_action, "n_action": len(stats["action"]["q01"])}
-
-
 @torch.no_grad()
-def record_heads(vla, frames: Sequence[Mapping[str, Any]], config: RecordConfig = RecordConfig(),
+def record_heads(vla, frames: Sequence[Frame | Mapping[str, Any]], config: RecordConfig = RecordConfig(),
                  progress: bool = True, out: str | Path | None = None) -> HeadActivations:
     """``record_heads(vla, frames)`` -> ``HeadActivations`` at keyframes, for the configured towers and position.
 
-    ``frames``: mappings with ``image`` (uint8 HxWx3), ``instruction``, ``action`` (raw A-dim), ``episode``,
-    ``step`` (or ``frame``), optionally ``proprio`` and ``keyframe``. With ``out``, each batch is written to
-    that folder as it is recorded (see ``record_stream``) and the result is loaded back memory-mapped.
+    ``frames``: ``Frame`` objects (e.g. ``[dataset[i] for i in range(len(dataset))]``) or mappings with
+    ``image`` (uint8 HxWx3), ``instruction``, ``action`` (raw A-dim), ``episode``, ``step`` (or ``frame``),
+    optionally ``proprio`` and ``keyframe``. With ``out``, each batch is written to that folder as it is
+    recorded (see ``record_stream``) and the result is loaded back memory-mapped.
     """
     from tqdm.auto import tqdm
 
+    frames = [Frame.coerce(f, f"frame {i}") for i, f in enumerate(frames)]
     points = vla.hook_points()
     unknown = [t for t in config.towers if t not in points.towers]
     if unknown:
@@ -198,27 +174,26 @@ def record_heads(vla, frames: Sequence[Mapping[str, Any]], config: RecordConfig 
     if not chosen:
         raise ValueError("no frames to record")
     names = [n for t in config.towers for n in vla.hook_names(["hook_z"], [t]) if points.active(HookSite.parse(n))]
-    targets = {"actions": np.stack([np.asarray(f["action"], dtype=np.float64) for f in chosen]),
-               "episodes": np.asarray([int(f.get("episode", 0)) for f in chosen]),
-               "frames": np.asarray([int(f.get("step", f.get("frame", i))) for i, f in enumerate(chosen)])}
+    targets = {"actions": np.stack([np.asarray(f.action, dtype=np.float64) for f in chosen]),
+               "episodes": np.asarray([int(f.episode) for f in chosen]),
+               "frames": np.asarray([i if f.step is None else int(f.step) for i, f in enumerate(chosen)])}
     meta = {"layout": vla.head_layout, "position": config.position, "fingerprint": vla.fingerprint(),
-            "instructions": [str(f["instruction"]) for f in chosen]}
+            "instructions": [str(f.instruction) for f in chosen]}
+    builder = SequenceBuilder(vla, config.unnorm_key)  # prompt + action tokens, no EOS
     per_tower: dict[str, list[torch.Tensor]] = {t: [] for t in config.towers}
     with contextlib.ExitStack() as stack:
         writer = None
         if out is not None:
-            from .record_stream import HeadActivationsWriter
-
             writer = stack.enter_context(HeadActivationsWriter(out, **targets, **meta))
         for start in tqdm(range(0, len(chosen), config.batch_size), disable=not progress, desc="recording heads"):
             part = chosen[start : start + config.batch_size]
-            tb = teacher_forced_batch(vla, part, config.unnorm_key)
-            _, cache = vla.run_with_cache(**tb["inputs"], names_filter=names)
+            seq = builder.build(part)
+            _, cache = vla.run_with_cache(**seq.model_inputs(), names_filter=names)
             batch = {}
             for tower in config.towers:
                 layers = [HookSite.parse(n).layer for n in names if n.startswith(f"{tower}.")]
                 z = torch.stack([cache[hook_name(tower, l, "hook_z")] for l in layers], dim=1)  # (B, L, S, H, D)
-                batch[tower] = _pick(z, tower, tb, config.position, vla).float()  # (B, L, H, D)
+                batch[tower] = _pick(z, tower, seq, config.position, vla).float()  # (B, L, H, D)
             if writer is not None:
                 writer.append(batch)
             else:
@@ -229,16 +204,15 @@ def record_heads(vla, frames: Sequence[Mapping[str, Any]], config: RecordConfig 
     return HeadActivations(acts={t: torch.cat(v) for t, v in per_tower.items()}, **targets, **meta)
 
 
-def _pick(z: torch.Tensor, tower: str, tb: dict, position: str, vla) -> torch.Tensor:
+def _pick(z: torch.Tensor, tower: str, seq: ModelBatch, position: str, vla) -> torch.Tensor:
     """(B, L, S, H, D) -> (B, L, H, D) at the configured position."""
     if tower != "llm":
         n_prefix = next(t for t in vla.config.towers if t.kind == tower).n_prefix_tokens
         return z[:, :, n_prefix:].mean(dim=2)  # mean over the tower's patch tokens
     rows = torch.arange(z.shape[0])
-    first = tb["first_action"]
     if position == "first_action":
-        return z[rows, :, first]
+        return z[rows, :, seq.first_action]
     if position == "last_prompt":
-        return z[rows, :, first - 1]
-    idx = first[:, None] + torch.arange(tb["n_action"])[None]  # (B, A) action-token positions
+        return z[rows, :, seq.last_prompt]
+    idx = seq.action_positions  # (B, K*A)
     return torch.stack([z[rows, :, idx[:, j]] for j in range(idx.shape[1])], dim=0).mean(0)

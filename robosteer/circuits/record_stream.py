@@ -7,14 +7,15 @@ batch through a memory map). When every frame is written, the frames' targets go
 ``targets.safetensors`` and ``index.json`` is written last.
 
 The whole folder is built at a temporary ``.DIR.*.partial`` path and renamed to ``DIR``
-only once it is complete (``models.checkpoint_io.atomic_directory``), so an interrupted
+only once it is complete (``robosteer.files.atomic_directory``), so an interrupted
 run leaves either no ``DIR`` or the previous one untouched, never a folder that loads as
 complete; the partial folder itself has no ``index.json`` and refuses to load.
 
-``HeadActivations.load(DIR)`` reads either layout (this one or the single-file
-``HeadActivations.save``); here the activations come back memory-mapped, so the scorers
-page them in as they read them. Only ``.npy`` (``allow_pickle=False``), safetensors and
-JSON are read.
+``HeadActivations.load(DIR)`` reads either layout (this one, through ``read_streamed``, or
+the single-file ``HeadActivations.save``); here the activations come back memory-mapped, so
+the scorers page them in as they read them. Only ``.npy`` (``allow_pickle=False``),
+safetensors and JSON are read. This module knows nothing of ``record``: ``record`` imports
+it, never the other way round.
 
 Usage::
 
@@ -36,6 +37,7 @@ import torch
 
 from ..sites import HeadLayout
 
+FORMAT_VERSION = 1  # ``format_version`` of index.json, for both layouts (``HeadActivations.save`` and this one)
 STORAGE = "npy-stream"  # ``storage`` field of index.json for this layout
 
 
@@ -115,18 +117,14 @@ class HeadActivationsWriter:
         self._arrays.clear()  # drops the maps before the folder is renamed into place
         save_safetensors_atomic({"actions": torch.from_numpy(self.actions), "episodes": torch.from_numpy(self.episodes),
                                  "frames": torch.from_numpy(self.frames)}, self._tmp / "targets.safetensors")
-        from .record import FORMAT_VERSION
-
         index = {"format_version": FORMAT_VERSION, "storage": STORAGE, "n_frames": self.n, "towers": list(shapes),
                  "shapes": shapes, **self.meta}
         atomic_write_text(self._tmp / "index.json", json.dumps(index, indent=2))  # last: marks the folder complete
 
 
-def load_streamed(directory: Path, meta: dict):
-    """``HeadActivations`` of a folder written by ``HeadActivationsWriter``, activations memory-mapped."""
+def read_streamed(directory: Path, meta: dict) -> dict:
+    """The ``HeadActivations`` fields of a folder written by ``HeadActivationsWriter``, activations memory-mapped."""
     from safetensors.torch import load_file
-
-    from .record import HeadActivations
 
     n = int(meta["n_frames"])
     acts = {}
@@ -149,6 +147,6 @@ def load_streamed(directory: Path, meta: dict):
     for key in ("actions", "episodes", "frames"):
         if key not in t or t[key].shape[0] != n:
             raise ValueError(f"{path}: {key!r} missing or not {n} rows")
-    return HeadActivations(acts=acts, actions=t["actions"].numpy(), episodes=t["episodes"].numpy(),
-                           frames=t["frames"].numpy(), layout=HeadLayout(meta["layout"]), position=meta["position"],
-                           fingerprint=meta.get("fingerprint"), instructions=list(meta.get("instructions", [])))
+    return dict(acts=acts, actions=t["actions"].numpy(), episodes=t["episodes"].numpy(), frames=t["frames"].numpy(),
+                layout=HeadLayout(meta["layout"]), position=meta["position"], fingerprint=meta.get("fingerprint"),
+                instructions=list(meta.get("instructions", [])))

@@ -1,9 +1,9 @@
 """One object for per-head scores: ``HeadScores``.
 
-Every head scorer (kNN regression, SAV, the random control, and later activation or
-attribution patching) returns a ``HeadScores``: a table over (tower, layer, head)
-with one or more named float64 score columns. Column names are ``method`` or
-``method:probe`` (``"knn"``, ``"knn:visual"``, ``"attribution:linguistic"``);
+Every head scorer (kNN regression, SAV, the random control, activation patching and
+its mean-ablation mode, attribution patching) returns a ``HeadScores``: a table over
+(tower, layer, head) with one or more named float64 score columns. Column names are
+``method`` or ``method:probe`` (``"knn"``, ``"knn:visual"``, ``"attribution:linguistic"``);
 diagnostic companions use a slash (``"knn/mse"``, ``"knn/k"``). Each column says
 whether higher is better, so ranking, ``top(k)``, head masks and plots never need to
 know which method made it.

@@ -17,6 +17,7 @@ from robosteer.lazy import lazy_exports
 _EXPORTS = {
     "Frame": "robosteer.data.frames",
     "FrameDataset": "robosteer.data.frames",
+    "check_frame": "robosteer.data.frames",
     "DemoDataset": "robosteer.data.dataset",
     "LeRobotDataset": "robosteer.data.lerobot",
     "DemoWriter": "robosteer.data.demo_format",

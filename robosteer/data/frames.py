@@ -1,20 +1,35 @@
-"""One interface over step-level robot data, whatever its source on disk.
+"""One frame type for every consumer, and one interface over step-level robot data.
+
+:class:`Frame` is one step (observation, instruction, action): what datasets return and
+what the sequence builder (``robosteer.models.sequence``), the trainer, the head recorders
+and the probes take. A plain mapping from a user (``{"image", "instruction", "action",
+"proprio", "episode", "step", "keyframe"}``) becomes a ``Frame`` once, at the entry point
+of those functions, through :meth:`Frame.coerce`; :func:`check_frame` validates a frame
+against a model's action and proprio sizes.
 
 :class:`FrameDataset` holds per-step arrays (actions, proprio, keyframe flags,
 episode and step indices, instructions) and fetches images lazily through its
 subclass. ``DemoDataset`` (``dataset.py``, this toolkit's demos) and
 ``LeRobotDataset`` (``lerobot.py``, a local LeRobot folder) both implement it, so
 training and head discovery read either the same way.
+
+Usage::
+
+    frame = Frame.coerce({"image": img, "instruction": "pick up the red cube", "action": a})
+    frame = DemoDataset("demos/lift")[0]
+    check_frame(frame, 0, action_dim=7, proprio_dim=7)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from .keyframes import KEYFRAME_NAMES
+
+REQUIRED = ("image", "instruction", "action")  # what every frame must have
 
 
 @dataclass
@@ -23,19 +38,69 @@ class Frame:
 
     image: np.ndarray  # (H, W, 3) uint8, upright
     instruction: str
-    action: np.ndarray  # (7,) float32
-    proprio: np.ndarray  # (P,) float32
-    keyframes: dict[str, bool]  # KEYFRAME_NAMES -> flag
-    episode: int
-    step: int
-    task: str
+    action: np.ndarray  # (A,) float (a dataset's float32 or a user's float64), raw (un-normalised)
+    proprio: np.ndarray | None = None  # (P,) float raw robot state; None for a model without a proprio input
+    keyframes: dict[str, bool] = field(default_factory=dict)  # KEYFRAME_NAMES -> flag (a user's one flag: "keyframe")
+    episode: int = 0
+    step: int | None = None  # index within the episode; None when unknown (the recorders then number the frames)
+    task: str = ""
     state: np.ndarray | None = None  # (6,) privileged target/goal positions (sim.expert.STATE_NAMES), if recorded
 
-    def as_record(self) -> dict:
-        """The mapping the head recorders and probe builders take (one ``keyframe`` flag: any kind)."""
-        return {"image": self.image, "instruction": self.instruction, "action": np.asarray(self.action, dtype=np.float64),
-                "proprio": self.proprio, "episode": int(self.episode), "step": int(self.step),
-                "keyframe": any(bool(v) for v in self.keyframes.values()), "task": self.task}
+    @property
+    def keyframe(self) -> bool:
+        """True when any keyframe flag is set (what the head recorders select by)."""
+        return any(bool(v) for v in self.keyframes.values())
+
+    @classmethod
+    def coerce(cls, frame: Any, where: str = "frame") -> "Frame":
+        """``Frame.coerce(x)``: ``x`` itself if it is a ``Frame``, else a ``Frame`` from a mapping.
+
+        The mapping needs ``image``, ``instruction`` and ``action``; it may have ``proprio``,
+        ``episode``, ``step`` (or ``frame``), ``keyframe`` (one flag) or ``keyframes`` (name -> flag),
+        ``task`` and ``state``; other keys are ignored. ``where`` names the frame in errors.
+        """
+        if isinstance(frame, Frame):
+            return frame
+        if not isinstance(frame, Mapping):
+            raise TypeError(f"{where} is a {type(frame).__name__}; expected a robosteer.data.frames.Frame or a "
+                            f"mapping with {', '.join(REQUIRED)}")
+        missing = [k for k in REQUIRED if k not in frame]
+        if missing:
+            raise ValueError(f"{where} lacks {missing}; a frame needs {', '.join(REQUIRED)} (and proprio for a model "
+                             "with a proprio input)")
+        if "keyframes" in frame:
+            keyframes = {str(k): bool(v) for k, v in dict(frame["keyframes"]).items()}
+        else:
+            keyframes = {"keyframe": bool(frame["keyframe"])} if "keyframe" in frame else {}
+        step = frame.get("step", frame.get("frame"))
+        optional = {k: None if frame.get(k) is None else np.asarray(frame[k]) for k in ("proprio", "state")}
+        return cls(image=np.asarray(frame["image"]), instruction=frame["instruction"],
+                   action=np.asarray(frame["action"]), keyframes=keyframes, episode=int(frame.get("episode", 0)),
+                   step=None if step is None else int(step), task=str(frame.get("task", "")), **optional)
+
+
+def check_frame(frame: Frame, index: int, action_dim: int, proprio_dim: int, chunk: int = 1) -> None:
+    """Raise a clear ``ValueError`` unless ``frame`` fits a model with these action and proprio sizes.
+
+    ``chunk`` actions per step: the action is ``(action_dim,)`` for one, ``(chunk, action_dim)`` for several.
+    """
+    if proprio_dim and frame.proprio is None:
+        raise ValueError(f"frame {index} has no proprio; this model takes a proprio input of {proprio_dim} dims")
+    image = np.asarray(frame.image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"frame {index}: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    if not isinstance(frame.instruction, str) or not frame.instruction.strip():
+        raise ValueError(f"frame {index}: instruction must be a non-empty string")
+    action_shape = (action_dim,) if chunk == 1 else (chunk, action_dim)
+    for key, shape in (("action", action_shape), ("proprio", (proprio_dim,) if proprio_dim else None)):
+        if shape is None:
+            continue
+        value = np.asarray(getattr(frame, key), dtype=np.float64)
+        if value.shape != shape:
+            raise ValueError(f"frame {index}: {key} must have shape {shape} to match the model's statistics, "
+                             f"got {value.shape}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"frame {index}: {key} has non-finite values")
 
 
 class FrameDataset:

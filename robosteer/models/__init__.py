@@ -1,4 +1,4 @@
-"""OpenVLA-architecture models: config, towers, processor, action tokens, loading.
+"""OpenVLA-architecture models: config, towers, processor, action tokens, input sequences, loading, saving.
 
 Names load on first use, so that importing a submodule (e.g. the CLI) stays cheap.
 """
@@ -15,9 +15,11 @@ _EXPORTS = {
     "VLAOutput": "robosteer.models.vla",
     "VLAConfig": "robosteer.models.config",
     "ViTConfig": "robosteer.models.config",
+    "ModelBatch": "robosteer.models.sequence",
+    "SequenceBuilder": "robosteer.models.sequence",
     "build_vla_from_config": "robosteer.models.loading",
     "load_vla": "robosteer.models.loading",
-    "save_vla": "robosteer.models.loading",
+    "save_vla": "robosteer.models.saving",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,7 +11,7 @@ def register(subparsers) -> None:
 
 def _info(args) -> int:
     from .loading import build_vla_from_config, _as_config
-    from .default import default_checkpoint_dir
+    from .assets import default_checkpoint_dir
 
     path = default_checkpoint_dir() if args.path == "default" else args.path
     cfg = _as_config(path)

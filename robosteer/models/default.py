@@ -8,10 +8,8 @@ tower), a 6-layer x 8-head LLM (48 heads), and one proprio token after the patch
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-DEFAULT_POLICY_NAME = "openvla-tiny-franka"
 
 # Sizes of the default policy (arguments of ``models.tiny.tiny_config``).
 DEFAULT_SHAPE: dict[str, Any] = dict(
@@ -27,13 +25,3 @@ def default_config(norm_stats: dict, **overrides: Any):
     from .tiny import tiny_config
 
     return tiny_config(norm_stats=norm_stats, **{**DEFAULT_SHAPE, **overrides})
-
-
-def default_checkpoint_dir() -> Path:
-    """The folder of the shipped default policy inside the installed package."""
-    path = Path(__file__).resolve().parent.parent / "assets" / DEFAULT_POLICY_NAME
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"the default policy is not in this installation ({path}); train it with `robosteer pretrain`"
-        )
-    return path

@@ -11,6 +11,8 @@ Usage::
     vla = load_vla("tests/fixtures/tiny", dtype=torch.float32)
     meta = build_vla_from_config("openvla-7b-config.json", device="meta")
     vla.save_pretrained("out/")                                     # same format, bit-exact
+
+Saving is in ``saving.py`` (``save_vla``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..files import atomic_directory, read_json, write_json_atomic
-from .checkpoint_io import iter_tensors, read_checkpoint_header, save_sharded, weight_files
+from ..files import read_json
+from .assets import default_checkpoint_dir
+from .checkpoint_io import iter_tensors, read_checkpoint_header, weight_files
 from .config import VLAConfig
 from .vla import OpenVLA, build_llama_config
 
@@ -96,8 +99,6 @@ def load_vla(path: str | Path, dtype: Any = None, device: Any = None, allow_pick
     Franka policy. ``dtype=None`` keeps the stored dtype. Nothing is downloaded.
     """
     if str(path) == "default":
-        from .default import default_checkpoint_dir
-
         path = default_checkpoint_dir()
     directory = Path(path)
     if not directory.is_dir():
@@ -190,22 +191,3 @@ def load_tokenizer_from(directory: Path):
         log.warning("could not load the tokenizer in %s (%s); pass input_ids to predict_action", directory, err)
         return None
 
-
-def save_vla(vla: OpenVLA, directory: str | Path, max_shard_size: int = 5 * 2**30) -> Path:
-    """Write ``vla`` to ``directory`` in OpenVLA's HF format; the folder appears complete or not at all."""
-    directory = Path(directory)
-    state = vla.state_dict()
-    meta = [k for k, t in state.items() if t.device.type == "meta"]
-    if meta:
-        raise ValueError(f"cannot save a model whose weights are on the meta device (e.g. {meta[0]})")
-    cfg = vla.config.replace(torch_dtype=str(vla.dtype).removeprefix("torch."))
-    with atomic_directory(directory) as tmp:
-        save_sharded(state, tmp, max_shard_size)
-        write_json_atomic(tmp / "config.json", cfg.to_hf_dict())
-        write_json_atomic(tmp / "dataset_statistics.json", cfg.norm_stats)
-        write_json_atomic(tmp / "generation_config.json", {"_from_model_config": True, "bos_token_id": 1,
-                                                            "eos_token_id": 2, "pad_token_id": cfg.pad_token_id})
-        vla.processor.save(tmp)
-        if vla.tokenizer is not None:
-            vla.tokenizer.save_pretrained(str(tmp))
-    return directory

@@ -35,8 +35,10 @@ from ..sites import HeadLayout
 from .action_tokenizer import ActionTokenizer, normalize, unnormalize
 from .config import VLAConfig
 from .constants import PROMPT_TEMPLATE
+from .families import Family, TowerModules, get_family, head_layout
 from .generation import cache_name
 from .processor import ImageProcessor
+from .saving import save_vla
 from .vit import VisionTransformer
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (prompt, patches, padding)
@@ -108,7 +110,11 @@ class OpenVLA(HookedModelMixin, nn.Module):
     """The model. Build with :func:`robosteer.load_vla` or :func:`robosteer.build_vla_from_config`.
 
     Every attention head is a hook site (``vla.hooks``, ``vla.run_with_cache``; see ``robosteer.hooks``).
+    Its family-specific facts (where each tower's attention lives, which modules never run) come from
+    ``vla.family`` (``models/families``).
     """
+
+    family: Family = get_family("openvla")
 
     def __init__(self, config: VLAConfig, tokenizer: Any = None) -> None:
         super().__init__()
@@ -125,17 +131,16 @@ class OpenVLA(HookedModelMixin, nn.Module):
     # --- structure ------------------------------------------------------------------------
     @property
     def head_layout(self) -> HeadLayout:
-        """Layers x heads of every tower: ``{"llm": ..., "dino": ..., "siglip": ...}``."""
-        kw = self.config.llama_kwargs()
-        towers = [("llm", kw["num_hidden_layers"], kw["num_attention_heads"])]
-        towers += [(t.kind, t.depth, t.heads) for t in self.config.towers]
-        return HeadLayout(towers)
+        """Layers x heads of every tower: ``{"llm": ..., "dino": ..., "siglip": ...}`` (from ``tower_modules()``)."""
+        return head_layout(self.tower_modules())
 
-    def tower_modules(self):
-        """Where each tower's attention lives (the OpenVLA family map)."""
-        from .families.openvla import tower_modules
+    def tower_modules(self) -> dict[str, TowerModules]:
+        """Where each tower's attention lives (the family map, ``vla.family.tower_modules``)."""
+        return self.family.tower_modules(self)
 
-        return tower_modules(self)
+    def unused_modules(self) -> list[str]:
+        """Module paths whose weights load but never change an output (``vla.family.unused_modules``)."""
+        return self.family.unused_modules(self)
 
     @property
     def n_prefix(self) -> int:
@@ -306,6 +311,4 @@ class OpenVLA(HookedModelMixin, nn.Module):
     # --- files ----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, max_shard_size: int = 5 * 2**30) -> Path:
         """Write the checkpoint in OpenVLA's HF format (config, safetensors, statistics, tokenizer), atomically."""
-        from .loading import save_vla
-
         return save_vla(self, directory, max_shard_size=max_shard_size)

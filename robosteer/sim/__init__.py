@@ -7,8 +7,12 @@ package loads neither: the names below are resolved on first use.
 - ``variations.py``: the variation axes as frozen configs and the named ``VARIATIONS``
 - ``scene.py``: ``sample_scene(task, seed)``, one reproducible task instance
 - ``env.py``: ``make_env(SimConfig())`` -> ``SteerEnv`` with ``reset_task``/``act``/``success``
-- ``expert.py``: ``ScriptedExpert``; ``collect.py``: ``collect(CollectConfig(...), out)``
+- ``expert.py``: ``ScriptedExpert``; ``collect.py``: ``collect(CollectConfig(...), out)`` and
+  ``measure_policy(policy_factory, tasks, workers=2)``
 - ``evaluate.py``: ``evaluate(policy, task, episodes=50)`` with Wilson intervals (``robosteer.intervals``)
+
+The simulator runs any policy callable it is given (``policy(image, instruction, proprio) -> action``);
+it loads none itself apart from its own scripted expert.
 
 The demonstrations it writes are read by ``robosteer.data`` (frames, demo format, LeRobot).
 """
@@ -24,9 +28,9 @@ _EXPORTS = {k: f"robosteer.sim.{v}" for k, v in {
     "SimConfig": "env", "Observation": "env", "make_env": "env",
     "ScriptedExpert": "expert", "expert_action": "expert",
     "run_episode": "rollout", "Episode": "rollout",
-    "CollectConfig": "collect", "collect": "collect", "measure_expert": "collect",
+    "CollectConfig": "collect_config", "collect": "collect", "measure_expert": "collect", "measure_policy": "collect",
     "evaluate": "evaluate", "EvalResult": "evaluate",
-    "load_policy": "policies", "is_success": "predicates", "WorldState": "predicates",
+    "is_success": "predicates", "WorldState": "predicates",
 }.items()}  # fmt: skip
 
 __all__ = sorted(_EXPORTS)

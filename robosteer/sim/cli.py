@@ -1,12 +1,23 @@
 """``robosteer tasks | collect | evaluate``: the simulation suite's commands.
 
-A thin layer over tasks.py, collect.py and evaluate.py. Only the standard library is
-imported at module level, so ``robosteer --help`` never loads MuJoCo.
+A thin layer over tasks.py, collect.py and evaluate.py; ``collect``'s flags are generated from
+``CollectConfig``. Only the standard library and those light config modules are imported at
+module level, so ``robosteer --help`` never loads MuJoCo or numpy. ``register`` adds
+``tasks`` and ``collect``; ``evaluate`` runs policies the simulator does not load itself, so
+it is added by ``register_evaluate`` from the layer that loads them, which says how ``--policy``
+becomes a policy.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+
+from ..config_cli import ConfigArguments
+from .collect_config import CollectConfig
+
+# every CollectConfig field but the tasks (named by --task / --split) is a flag, with the dataclass's default
+COLLECT_ARGUMENTS = ConfigArguments(CollectConfig, exclude=("tasks",))
 
 
 def _task_names(args) -> list[str]:
@@ -55,32 +66,25 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from .collect import CollectConfig, collect
+    from .collect import collect
 
-    config = CollectConfig(
-        tasks=tuple(_task_names(args)),
-        episodes=args.episodes,
-        seed=args.seed,
-        workers=args.workers,
-        image_size=args.image_size,
-        action_noise=args.action_noise,
-        keep_failures=args.keep_failures,
-    )
+    config = COLLECT_ARGUMENTS.build(args, tasks=tuple(_task_names(args)))
     report = collect(config, args.out)
     print(report.summary())
     print(f"dataset: {args.out}")
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args, load_policy, policy_factory) -> int:
+    """``load_policy(spec)``: the policy run in this process; ``policy_factory(spec)``: a picklable zero-argument
+    factory of it, called once in each worker process (with ``--workers`` > 1)."""
     from .env import SimConfig
     from .evaluate import evaluate
-    from .policies import load_policy
 
     if args.workers > 1 and not args.video_dir and args.horizon is None:
         from .collect import measure_policy
 
-        results = measure_policy(args.policy, _task_names(args), episodes=args.episodes, seed=args.seed,
+        results = measure_policy(policy_factory(args.policy), _task_names(args), episodes=args.episodes, seed=args.seed,
                                  workers=args.workers, config=SimConfig(image_size=args.image_size))
         for result in results.values():
             print(result.summary())
@@ -105,10 +109,15 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _add_task_args(p: argparse.ArgumentParser, default_seed: int = 0) -> None:
+def _add_task_selection(p: argparse.ArgumentParser) -> None:
+    """The flags that name tasks (read by ``_task_names``)."""
     p.add_argument("--task", action="append", help="task family or family/variation; repeat or comma-separate")
     p.add_argument("--variation", default=None, help="variation for tasks given without one (default: base)")
     p.add_argument("--split", default=None, help="add a split's tasks: NAME[:pretrain|heldout|all]")
+
+
+def _add_task_args(p: argparse.ArgumentParser, default_seed: int = 0) -> None:
+    _add_task_selection(p)
     p.add_argument("--episodes", type=int, default=10, help="episodes per task (seeds seed..seed+N-1)")
     p.add_argument("--seed", type=int, default=default_seed, help=f"first seed (default {default_seed})")
     p.add_argument("--image-size", type=int, default=64, help="square agentview image side in pixels")
@@ -121,21 +130,23 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_tasks)
 
     p = subparsers.add_parser("collect", help="record scripted-expert demonstrations")
-    _add_task_args(p)
+    _add_task_selection(p)
     p.add_argument("--out", required=True, help="output dataset folder")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (one simulator each)")
-    p.add_argument("--action-noise", type=float, default=0.0, help="std of noise on executed arm actions")
-    p.add_argument("--keep-failures", action="store_true", help="also save failed expert episodes")
+    COLLECT_ARGUMENTS.add_to(p)
     p.set_defaults(func=cmd_collect)
 
+
+def register_evaluate(subparsers, *, load_policy, policy_factory, policy_help: str) -> None:
+    """Add ``robosteer evaluate``; ``load_policy`` and ``policy_factory`` turn ``--policy`` into a policy
+    (see ``cmd_evaluate``), ``policy_help`` describes the specs they accept."""
     p = subparsers.add_parser("evaluate", help="closed-loop success rate of a policy")
     from .tasks import EVAL_SEED
 
     _add_task_args(p, default_seed=EVAL_SEED)
-    p.add_argument("--policy", default="expert", help="'expert' or a saved policy path (via robosteer.app.policy)")
+    p.add_argument("--policy", default="expert", help=policy_help)
     p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own simulator and policy")
     p.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the family's)")
     p.add_argument("--video-dir", default=None, help="write one video per episode here")
     p.add_argument("--video-format", choices=("gif", "mp4"), default="gif")
     p.add_argument("--per-episode", action="store_true", help="print the per-episode records")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=functools.partial(cmd_evaluate, load_policy=load_policy, policy_factory=policy_factory))

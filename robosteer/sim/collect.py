@@ -5,6 +5,10 @@ runs the expert on seeds ``seed..seed+episodes-1`` of every task, keeps the
 successful episodes (or all, with ``keep_failures``) and writes them in the format of
 ``demo_format.py``. Each worker process owns one env; episodes come back in job order,
 so a dataset is reproducible whatever the worker count.
+
+``measure_policy(policy_factory, tasks, workers=2)`` runs any policy the same way: the
+simulator does not load policies, it is given a picklable zero-argument factory that each
+worker calls once (``ScriptedExpert`` itself is one).
 """
 
 from __future__ import annotations
@@ -13,42 +17,19 @@ import logging
 import multiprocessing as mp
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from tqdm.auto import tqdm
 
 from ..data.demo_format import DemoWriter
+from .collect_config import CollectConfig
 from .env import SimConfig, make_env
 from .evaluate import EpisodeRecord, EvalResult
 from .expert import ScriptedExpert
-from .policies import load_policy
 from .rollout import Episode, run_episode
 from .tasks import EVAL_SEED, Task
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CollectConfig:
-    """What to collect and how."""
-
-    tasks: tuple[str, ...]  # task names, "family/variation"
-    episodes: int = 10  # expert attempts per task
-    seed: int = 0  # first seed; task instance k uses seed + k
-    workers: int = 1  # worker processes (one env each)
-    image_size: int = 64  # square agentview image side
-    action_noise: float = 0.0  # std of Gaussian noise on the executed arm action (labels stay clean)
-    keep_failures: bool = False  # also save episodes where the expert failed
-
-    def __post_init__(self) -> None:
-        if not self.tasks:
-            raise ValueError("CollectConfig.tasks is empty")
-        object.__setattr__(self, "tasks", tuple(str(Task.parse(t)) for t in self.tasks))
-        if self.episodes <= 0 or self.workers <= 0:
-            raise ValueError("episodes and workers must be positive")
-        if not 0 <= self.action_noise <= 1:
-            raise ValueError(f"action_noise must be in [0, 1], got {self.action_noise}")
-        SimConfig(image_size=self.image_size)  # validates the size
 
 
 @dataclass
@@ -67,19 +48,27 @@ class CollectReport:
 
 # ---- worker processes ----------------------------------------------------------------
 _WORKER_ENV = None
-
-
 _WORKER_POLICY = None
 
+PolicyFactory = Callable[[], Callable]  # picklable, zero arguments, returns a policy callable
 
-def _init_worker(config: SimConfig, policy: str = "expert") -> None:
+
+def _init_worker(config: SimConfig, policy_factory: PolicyFactory = ScriptedExpert) -> None:
     global _WORKER_ENV, _WORKER_POLICY
-    if policy != "expert":
-        import torch
-
-        torch.set_num_threads(1)  # one worker per core
     _WORKER_ENV = make_env(config)
-    _WORKER_POLICY = ScriptedExpert() if policy == "expert" else load_policy(policy)
+    _WORKER_POLICY = policy_factory()
+
+
+def _check_factory(policy_factory) -> None:
+    if isinstance(policy_factory, (str, bytes)) or not callable(policy_factory):
+        raise ValueError(f"policy_factory must be a picklable zero-argument callable that returns a policy "
+                         f"(e.g. ScriptedExpert), got {policy_factory!r}")
+
+
+def _policy_name(policy_factory) -> str:
+    if policy_factory is ScriptedExpert:
+        return "expert"
+    return str(getattr(policy_factory, "name", None) or getattr(policy_factory, "__name__", "policy"))
 
 
 def _run_job(job: tuple[str, int, bool, float]) -> Episode:
@@ -89,13 +78,15 @@ def _run_job(job: tuple[str, int, bool, float]) -> Episode:
 
 def run_expert_episodes(
     jobs: list[tuple[str, int]], config: SimConfig, *, workers: int = 1, record: bool = False,
-    action_noise: float = 0.0, progress: bool = True, desc: str = "expert", policy: str = "expert",
+    action_noise: float = 0.0, progress: bool = True, desc: str = "expert",
+    policy_factory: PolicyFactory = ScriptedExpert,
 ) -> Iterator[Episode]:  # fmt: skip
-    """Run a policy (the scripted expert, or a saved policy's path) on (task, seed) jobs, in job order."""
+    """Run the policy ``policy_factory()`` makes (one per worker) on (task, seed) jobs, in job order."""
+    _check_factory(policy_factory)
     full = [(str(task), int(seed), record, action_noise) for task, seed in jobs]
     bar = tqdm(total=len(full), desc=desc, disable=not progress)
     if workers == 1:
-        _init_worker(config, policy)
+        _init_worker(config, policy_factory)
         try:
             for job in full:
                 yield _run_job(job)
@@ -104,7 +95,7 @@ def run_expert_episodes(
             _WORKER_ENV.close()
     else:
         # spawn, not fork: each worker needs its own OpenGL context
-        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(config, policy)) as pool:
+        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(config, policy_factory)) as pool:
             for episode in pool.imap(_run_job, full, chunksize=1):
                 yield episode
                 bar.update()
@@ -147,19 +138,21 @@ def collect(config: CollectConfig, out_dir) -> CollectReport:
 
 def measure_expert(tasks, *, episodes: int = 50, seed: int = 0, workers: int = 1, progress: bool = True) -> dict[str, EvalResult]:
     """Expert success per task over ``episodes`` seeds, without rendering (fast)."""
-    return measure_policy("expert", tasks, episodes=episodes, seed=seed, workers=workers, progress=progress,
+    return measure_policy(ScriptedExpert, tasks, episodes=episodes, seed=seed, workers=workers, progress=progress,
                           config=SimConfig(render=False))
 
 
-def measure_policy(policy: str, tasks, *, episodes: int = 50, seed: int = EVAL_SEED, workers: int = 1,
-                   config: SimConfig | None = None, progress: bool = True) -> dict[str, EvalResult]:
-    """``measure_policy("runs/x/final", ["lift/base"], episodes=50, workers=2)``: success per task.
+def measure_policy(policy_factory: PolicyFactory, tasks, *, episodes: int = 50, seed: int = EVAL_SEED,
+                   workers: int = 1, config: SimConfig | None = None, progress: bool = True) -> dict[str, EvalResult]:
+    """``measure_policy(ScriptedExpert, ["lift/base"], episodes=50, workers=2)``: success per task.
 
-    ``policy`` is ``"expert"`` or a saved policy's path (each worker process loads it once).
+    ``policy_factory`` is a picklable zero-argument callable returning a policy; each worker process
+    (or this process, with one worker) calls it once. Its ``name`` attribute, if any, labels the progress bar.
     """
+    _check_factory(policy_factory)
     jobs = [(str(Task.parse(t)), seed + k) for t in tasks for k in range(episodes)]
     results: dict[str, EvalResult] = {}
     for ep in run_expert_episodes(jobs, config or SimConfig(), workers=workers, progress=progress,
-                                  desc=f"success of {policy}", policy=policy):
+                                  desc=f"success of {_policy_name(policy_factory)}", policy_factory=policy_factory):
         _record(results, ep)
     return results

@@ -17,8 +17,7 @@ Usage::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from robosteer.lazy import lazy_exports
 
 _LAZY = {
     "TrainConfig": "robosteer.train.config",
@@ -37,8 +36,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'robosteer.train' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

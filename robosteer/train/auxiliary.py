@@ -22,14 +22,15 @@ Usage::
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..data.frames import Frame
+from ..models.sequence import predicting_text
 from ..models.vla import IGNORE_INDEX
-from .batches import field
 
 HEAD = "aux_state_head"  # submodule name of the read-out while training
 STATE_DIM = 6  # target xyz, goal xyz
@@ -76,19 +77,19 @@ class StateTargets:
         """(B, 6) object and goal positions relative to the gripper, in decimetres."""
         rows = []
         for i, frame in enumerate(frames):
-            state = frame.get("state") if isinstance(frame, Mapping) else getattr(frame, "state", None)
+            frame = Frame.coerce(frame, f"frame {i}")
+            state = frame.state
             if state is None:
                 raise ValueError(f"frame {i} has no privileged 'state': auxiliary state targets need demonstrations "
                                  "recorded by this version of `robosteer collect` (or set aux_weight=0)")
-            eef = np.asarray(field(frame, "proprio"), dtype=np.float64)[:3]
+            eef = np.asarray(frame.proprio, dtype=np.float64)[:3]
             rows.append((np.asarray(state, dtype=np.float64) - np.tile(eef, 2)) * SCALE)
         return torch.tensor(np.stack(rows), dtype=torch.float32)
 
     def __call__(self, frames: Sequence[Any], batch: Any) -> torch.Tensor:
         if self._hidden is None:
             raise RuntimeError("StateTargets saw no forward pass: use it inside `with StateTargets.attached(vla)`")
-        n_prefix = self.vla.n_prefix
-        hidden = self._hidden[:, n_prefix - 1:-1]  # (B, L-1, D): the positions that predict text tokens
+        hidden = predicting_text(self._hidden, self.vla.n_prefix)  # (B, L-1, D): the positions that predict text tokens
         keep = batch.labels[:, 1:] != IGNORE_INDEX  # (B, L-1): action tokens and EOS
         pred = getattr(self.vla, HEAD)(hidden.float())  # (B, L-1, 6)
         target = self.targets(frames).to(pred.device)[:, None, :]  # (B, 1, 6)

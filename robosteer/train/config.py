@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
@@ -23,32 +23,45 @@ MIXED_PRECISION: tuple[str, ...] = ("no", "bf16", "fp16")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run (pretraining or finetuning)."""
+    """One training run (pretraining or finetuning); each field's help is also its command-line help."""
 
-    out_dir: str  # checkpoints, metrics and the final adapter/model go here
-    steps: int = 3000  # optimizer steps in the whole run (the schedule spans these)
-    batch_size: int = 16  # global batch: examples per step summed over all processes
-    lr: float = 5e-4  # peak learning rate
-    schedule: str = "constant"  # "constant" or "cosine" (decays to min_lr_ratio * lr at the last step)
-    warmup_steps: int = 0  # linear warm-up from 0 over this many steps (both schedules)
-    min_lr_ratio: float = 0.0  # floor of the cosine schedule, as a fraction of lr
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
-    weight_decay: float = 0.01  # AdamW decoupled weight decay (only trainable parameters are in the optimizer)
-    eps: float = 1e-8  # AdamW epsilon
-    grad_clip: float | None = 1.0  # max global gradient norm; None disables clipping
-    seed: int = 0  # seeds initialisation (e.g. LoRA), the data order and the augmentation
-    log_every: int = 10  # write a metrics row every this many steps (and at the last step)
-    ckpt_every: int = 500  # write a checkpoint every this many steps (and at the last step)
-    keep_checkpoints: int = 1  # how many of the newest checkpoints to keep
-    augment: bool = True  # OpenVLA's image augmentation (random crop, colour jitter)
-    augment_shift: int = 0  # random translation of up to this many pixels before the crop (0 = off; not in OpenVLA)
-    augment_crop_scale: float = 0.9  # area kept by the random crop (1.0: no crop, keeps object positions exact)
-    augment_hue: float = 0.05  # hue shift range in turns (0: keep colours, e.g. when colour names the target)
-    label_smoothing: float = 0.0  # Gaussian smoothing over neighbouring action bins, in bins (0 = off)
-    unnorm_key: str | None = None  # which of the model's dataset statistics normalise the actions
-    mixed_precision: str = "no"  # accelerate's mixed precision: "no", "bf16" or "fp16"
-    resume: bool = True  # continue from the newest checkpoint in out_dir if there is one
-    progress: bool = True  # show a tqdm progress bar
+    out_dir: str = field(metadata={"help": "output folder: checkpoints, metrics and the final adapter or model"})
+    steps: int = field(default=3000, metadata={"help": "optimizer steps in the whole run (the schedule spans these)"})
+    batch_size: int = field(default=16, metadata={"help": "global batch: examples per step summed over all processes"})
+    lr: float = field(default=5e-4, metadata={"help": "peak learning rate"})
+    schedule: str = field(default="constant", metadata={
+        "help": "learning-rate schedule; cosine decays to min_lr_ratio * lr at the last step", "choices": SCHEDULES})
+    warmup_steps: int = field(default=0, metadata={
+        "help": "linear warm-up from 0 over this many steps (both schedules)"})
+    min_lr_ratio: float = field(default=0.0, metadata={"help": "floor of the cosine schedule, as a fraction of lr"})
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas", "metavar": ("B1", "B2")})
+    weight_decay: float = field(default=0.01, metadata={
+        "help": "AdamW decoupled weight decay (only trainable parameters are in the optimizer)"})
+    eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
+    grad_clip: float | None = field(default=1.0, metadata={"help": "max global gradient norm; none disables clipping"})
+    seed: int = field(default=0, metadata={
+        "help": "seeds initialisation (e.g. LoRA), the data order and the augmentation"})
+    log_every: int = field(default=10, metadata={
+        "help": "write a metrics row every this many steps (and at the last step)"})
+    ckpt_every: int = field(default=500, metadata={
+        "help": "write a checkpoint every this many steps (and at the last step)"})
+    keep_checkpoints: int = field(default=1, metadata={"help": "how many of the newest checkpoints to keep"})
+    augment: bool = field(default=True, metadata={"help": "OpenVLA's image augmentation (random crop, colour jitter)"})
+    augment_shift: int = field(default=0, metadata={
+        "help": "random translation of up to this many pixels before the crop (0: off; not in OpenVLA)"})
+    augment_crop_scale: float = field(default=0.9, metadata={
+        "help": "area kept by the random crop (1.0: no crop, keeps object positions exact)"})
+    augment_hue: float = field(default=0.05, metadata={
+        "help": "hue shift range in turns (0: keep colours, e.g. when colour names the target)"})
+    label_smoothing: float = field(default=0.0, metadata={
+        "help": "Gaussian smoothing over neighbouring action bins, sigma in bins (0: off)"})
+    unnorm_key: str | None = field(default=None, metadata={
+        "help": "which of the model's dataset statistics normalise the actions"})
+    mixed_precision: str = field(default="no", metadata={"help": "accelerate's mixed precision",
+                                                         "choices": MIXED_PRECISION})
+    resume: bool = field(default=True, metadata={
+        "help": "resuming from the newest checkpoint in out_dir, if there is one"})
+    progress: bool = field(default=True, metadata={"help": "the tqdm progress bar"})
 
     def __post_init__(self) -> None:
         if not self.out_dir:

@@ -20,7 +20,7 @@ feeds the deltas. What the deltas do not change is ``module.weight``: code that 
 rather than running the modules (e.g. TransformerLens's ``W_O``) sees the base model unless
 the deltas are merged first.
 
-Which slices a head owns (``TowerModules`` from ``models/families`` gives the paths):
+Which slices a head owns (``vla.tower_modules()``, the family's ``TowerModules``, gives the paths):
 
 - query: rows ``h*hd:(h+1)*hd`` of ``q_proj`` (LLM) or of the fused ``qkv`` (vision), plus
   the same entries of the qkv bias when the projection has one;
@@ -58,7 +58,6 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..masks import HeadMask
-from ..models.families.openvla import tower_modules
 
 SUFFIX = "_head_delta"  # submodule name on a projection: "weight_head_delta" or "bias_head_delta"
 
@@ -124,10 +123,6 @@ def _add_head_deltas(module: nn.Module, args: tuple, output: torch.Tensor) -> to
     return output
 
 
-def _has_head_deltas(module: nn.Module) -> bool:
-    return any(isinstance(child, SliceDelta) for child in module.children())
-
-
 @dataclass
 class _Site:
     """One adapted tensor: ``module.<tensor>`` with its SliceDelta and the canonical key of each block."""
@@ -160,6 +155,8 @@ class HeadDeltas:
                              f"{vla.head_layout.to_dict()}")
         if not mask.heads:
             raise ValueError("the head mask selects no heads: nothing to train")
+        # SliceDelta: head deltas are attached already. Parametrized weights: merge/unmerge write into
+        # ``module.weight``, which a parametrization recomputes on every access, so they would be lost.
         if any(parametrize.is_parametrized(m) or isinstance(m, SliceDelta) for m in vla.modules()):
             raise ValueError("this model already has parametrized weights or head deltas (an adapter is attached); "
                              "use a fresh model")
@@ -170,16 +167,16 @@ class HeadDeltas:
             entry = plan.setdefault((id(module), tensor, dim), (module, []))
             entry[1].append((key, key.split(".", 1)[1].replace(".", "_"), start, size))
 
-        towers = tower_modules(vla)
+        towers = vla.tower_modules()
         seen: set[str] = set()
         for head in mask.heads:
             t = towers[head.tower]
             hd, d = t.head_dim, t.d_model
             group = head.head // (t.n_heads // t.n_kv_heads)
-            prefix = f"{head.tower}.L{head.layer}"
-            parts = [("q", f"{prefix}H{head.head}", head.head * hd, 0)]
+            kv_name = f"{head.tower}.L{head.layer}KV{group}"  # a KV head is not a Head: "llm.L3KV0"
+            parts = [("q", str(head), head.head * hd, 0)]
             if kv:
-                parts += [("k", f"{prefix}KV{group}", group * hd, d), ("v", f"{prefix}KV{group}", group * hd, 2 * d)]
+                parts += [("k", kv_name, group * hd, d), ("v", kv_name, group * hd, 2 * d)]
             for which, name, start, fused_offset in parts:
                 module = t.projection(head.layer, "qkv" if t.qkv else which)
                 offset = fused_offset if t.qkv else 0
@@ -189,7 +186,7 @@ class HeadDeltas:
                 add(module, "weight", 0, f"{name}.{which}", start + offset, hd)
                 if module.bias is not None and which != "k":  # a key bias has zero gradient (see module doc)
                     add(module, "bias", 0, f"{name}.{which}_bias", start + offset, hd)
-            add(t.projection(head.layer, "out"), "weight", 1, f"{prefix}H{head.head}.o", head.head * hd, hd)
+            add(t.projection(head.layer, "out"), "weight", 1, f"{head}.o", head.head * hd, hd)
 
         sites = []
         for (_, tensor, dim), (module, blocks) in plan.items():

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.frames import Frame
 from .batches import BatchBuilder, as_frames
 from .config import TrainConfig, augment_config, lr_factor
 from .loss import action_loss
@@ -94,13 +95,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strategy, config: TrainConfig, *,
+def train(vla: nn.Module, frames: Iterable[Frame | Mapping[str, Any]], strategy: Strategy, config: TrainConfig, *,
           stop_after: int | None = None, accelerator: Any = None, auxiliary: Any = None) -> TrainResult:
     """``train(vla, frames, strategy, config)`` -> :class:`TrainResult`; ``vla`` is modified in place.
 
+    ``frames``: a dataset or sequence of ``robosteer.data.frames.Frame`` (or mappings with its fields),
+    read lazily; each is made a ``Frame`` when its batch is built.
     ``stop_after`` ends this call after that many total steps (writing a checkpoint there),
     e.g. for time-sliced jobs; a later call with ``config.resume`` continues the same run.
-    ``auxiliary`` (optional) is a callable ``auxiliary(frames, batch) -> scalar loss`` evaluated
+    ``auxiliary`` (optional) is a callable ``auxiliary(frames, batch) -> scalar loss`` (the local ``Frame`` objects
+    and their ``ModelBatch``) evaluated
     after each forward pass and added to the action loss (e.g. ``pretrain``'s state targets,
     whose parameters live in a submodule of ``vla`` so they train and checkpoint with it);
     its value is logged as ``aux_loss``.
@@ -156,7 +160,7 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
     try:
         for step in range(start + 1, end + 1):
             t0 = time.perf_counter()
-            global_frames = [frames[i] for i in order.batch(step - 1, config.batch_size)]
+            global_frames = [Frame.coerce(frames[i], f"frame {i}") for i in order.batch(step - 1, config.batch_size)]
             local_frames = global_frames[rank * local:(rank + 1) * local]
             batch = builder.collate(local_frames,
                                     seeds=[(config.seed, step, rank * local + j) for j in range(local)],
@@ -164,8 +168,7 @@ def train(vla: nn.Module, frames: Iterable[Mapping[str, Any]], strategy: Strateg
             logits = model(**batch.model_inputs()).logits  # (b, S, V)
             loss_sum = action_loss(logits, batch.labels, vla.n_prefix, vla.action_tokenizer,
                                    sigma=config.label_smoothing, reduction="sum")
-            counts = torch.tensor([float(batch.n_loss_tokens), float(batch.attention_mask.sum()
-                                                                    + len(batch) * (vla.n_prefix - 1))],
+            counts = torch.tensor([float(batch.n_loss_tokens), float(batch.n_sequence_tokens)],
                                   device=accelerator.device)
             totals = accelerator.reduce(torch.cat([counts, loss_sum.detach().float()[None]]), reduction="sum")
             n_tokens, n_seq_tokens, total_loss = totals.tolist()

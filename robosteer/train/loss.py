@@ -5,7 +5,8 @@ computes it here from the logits instead so that it can also offer label smoothi
 over neighbouring action bins: the one-hot target of an action token is replaced by
 a Gaussian over the action-token ids (neighbouring ids are neighbouring bins), with
 standard deviation ``sigma`` bins. EOS targets stay one-hot. ``sigma=0`` is exactly
-OpenVLA's loss.
+OpenVLA's loss. Which logit predicts which label comes from ``models.sequence``
+(``predicting_text``: the logits aligned with ``labels[:, 1:]``).
 
 Usage::
 
@@ -19,16 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ..models.action_tokenizer import ActionTokenizer
+from ..models.sequence import predicting_text
 from ..models.vla import IGNORE_INDEX
-
-
-def text_logits(logits: torch.Tensor, n_prefix: int) -> torch.Tensor:
-    """The logits that predict ``input_ids[:, 1:]``: (B, S, V) -> (B, L - 1, V).
-
-    The model's sequence is BOS, ``n_prefix - 1`` patch/proprio positions, then ``input_ids[:, 1:]``,
-    so text token j >= 1 sits at position ``n_prefix - 1 + j`` and is predicted from the one before.
-    """
-    return logits[:, n_prefix - 1 : -1]
 
 
 def action_loss(logits: torch.Tensor, labels: torch.Tensor, n_prefix: int, action_tokenizer: ActionTokenizer,
@@ -43,7 +36,7 @@ def action_loss(logits: torch.Tensor, labels: torch.Tensor, n_prefix: int, actio
         raise ValueError(f"label smoothing sigma must be >= 0, got {sigma}")
     targets = labels[:, 1:]  # (B, L - 1)
     keep = targets != IGNORE_INDEX
-    picked = text_logits(logits, n_prefix)[keep].float()  # (N, V)
+    picked = predicting_text(logits, n_prefix)[keep].float()  # (N, V): the logits that predict the targets
     targets = targets[keep]  # (N,)
     if sigma == 0:
         return F.cross_entropy(picked, targets, reduction=reduction)

@@ -1,9 +1,34 @@
 """Per-model-family maps from canonical site names (tower, layer, q/k/v/out) to module paths.
 
-Supporting a new model family means adding one small file here that returns
-``TowerModules`` for each tower; the hook layer, scorers and trainers use nothing else.
+A model reaches its family through ``vla.family`` (a :class:`Family`), and the rest of
+robosteer asks the model, never a family module: ``vla.tower_modules()`` (hooks, head
+deltas, interop), ``vla.unused_modules()`` (LoRA targeting) and ``vla.head_layout``
+(derived from the towers by :func:`head_layout`).
+
+Adding a family is one mapping file plus its towers:
+
+1. ``families/<name>.py`` with ``tower_modules(model) -> {tower: TowerModules}`` (one entry
+   per tower: block list, attention / projection attribute names, head geometry) and
+   ``unused_modules(model) -> [module path]``, and ``FAMILY = Family(name, tower_modules,
+   unused_modules)``, as ``openvla.py`` does;
+2. its line in ``FAMILIES`` below;
+3. the model class sets ``family = get_family("<name>")`` and defines ``tower_modules()`` /
+   ``unused_modules()`` through it (``models/vla.py``).
+
+The hook layer, scorers and trainers use nothing else.
 """
 
-from .base import TowerModules
+from .base import Family, TowerModules, head_layout
+from .openvla import FAMILY as OPENVLA
 
-__all__ = ["TowerModules"]
+FAMILIES: dict[str, Family] = {OPENVLA.name: OPENVLA}
+
+
+def get_family(name: str) -> Family:
+    """``get_family("openvla")``; an unknown name lists the known ones."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
+
+
+__all__ = ["FAMILIES", "Family", "TowerModules", "get_family", "head_layout"]

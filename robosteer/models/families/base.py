@@ -1,10 +1,14 @@
-"""What a model family tells the rest of robosteer about one tower's attention."""
+"""What a model family tells the rest of robosteer: its towers' attention (``TowerModules``),
+the modules that never run, and the head layout derived from the towers (``Family``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Mapping
 
 from torch import nn
+
+from ...sites import HeadLayout
 
 
 @dataclass(frozen=True)
@@ -50,3 +54,23 @@ class TowerModules:
         """Dotted path from the model root, e.g. ``language_model.model.layers.3.self_attn.o_proj``."""
         base = f"{self.path}.{layer}"
         return base if which is None else f"{base}.{self.attn}.{getattr(self, which)}"
+
+
+def head_layout(towers: Mapping[str, TowerModules]) -> HeadLayout:
+    """Layers x heads of every tower, in model order: the one place a ``HeadLayout`` is derived from a model."""
+    return HeadLayout([(t.name, t.n_layers, t.n_heads) for t in towers.values()])
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: every family-specific fact the hook layer, head deltas and LoRA targeting use.
+
+    ``tower_modules(model)`` maps tower names ("llm", "dino", ...) to their ``TowerModules``, in
+    model order; ``unused_modules(model)`` lists module paths whose weights load but never change
+    an output (LoRA does not target them). The head layout follows from the towers
+    (:func:`head_layout`).
+    """
+
+    name: str
+    tower_modules: Callable[[nn.Module], dict[str, TowerModules]]
+    unused_modules: Callable[[nn.Module], list[str]]

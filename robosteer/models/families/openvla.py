@@ -2,12 +2,13 @@
 
 Usage::
 
-    towers = tower_modules(vla)  # {"llm": TowerModules, "dino": ..., "siglip": ...}
+    towers = FAMILY.tower_modules(vla)  # {"llm": TowerModules, "dino": ..., "siglip": ...}
+    # the same through the model: vla.family is FAMILY, vla.tower_modules(), vla.unused_modules()
 """
 
 from __future__ import annotations
 
-from .base import TowerModules
+from .base import Family, TowerModules
 
 
 def tower_modules(vla) -> dict[str, TowerModules]:
@@ -42,3 +43,6 @@ def unused_modules(vla) -> list[str]:
         if hasattr(tower, "attn_pool"):
             out.append(f"{prefix}.attn_pool")
     return out
+
+
+FAMILY = Family(name="openvla", tower_modules=tower_modules, unused_modules=unused_modules)

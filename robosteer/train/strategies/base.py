@@ -3,13 +3,14 @@
 The loop (``train/loop.py``) calls ``strategy.prepare(vla)`` once on the base model,
 then optimises exactly the parameters that have ``requires_grad`` afterwards (nothing
 else enters the optimizer, so AdamW's weight decay cannot touch a frozen weight), and
-at the end calls ``strategy.save(vla, directory)`` to write the result in the
-strategy's own format. ``describe()`` is the JSON recorded in checkpoints, so that a
-resumed run can check it is continuing the same kind of training.
+once every step has run calls ``strategy.save(vla, out_dir / "final")`` (on the main
+process) to write the result in the strategy's own format. ``describe()`` is the JSON
+recorded in training checkpoints, so that a resumed run can check it is continuing the
+same kind of training.
 
 Usage::
 
-    strategy = make_strategy("heads", vla, mask=mask)
+    strategy = make_strategy("heads", mask=mask)
     strategy.prepare(vla)
     params = trainable_parameters(vla)
 """
@@ -34,7 +35,7 @@ class Strategy(Protocol):
         """Write the trained result (adapter or full model) to ``directory``, atomically."""
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able settings (name first), stored in checkpoints and adapter files."""
+        """JSON-able settings (name first), stored in training checkpoints and compared on resume."""
 
 
 def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

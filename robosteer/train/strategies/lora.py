@@ -22,53 +22,18 @@ Usage::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from .base import freeze
-
-ALL_LINEAR = "all-linear"
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA hyper-parameters (OpenVLA's defaults)."""
-
-    r: int = 32  # rank of each update
-    alpha: float = 16  # peft's lora_alpha; the update is scaled by alpha / r
-    dropout: float = 0.0  # dropout on the LoRA input
-    target_modules: str | tuple[str, ...] = ALL_LINEAR  # "all-linear" or module paths / suffixes for peft
-    init: str | bool = "gaussian"  # peft's init_lora_weights
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.r, int) or self.r <= 0:
-            raise ValueError(f"LoRA rank r must be a positive int, got {self.r!r}")
-        if self.alpha <= 0:
-            raise ValueError(f"lora alpha must be positive, got {self.alpha}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout}")
-        if isinstance(self.target_modules, str):
-            if self.target_modules != ALL_LINEAR:
-                raise ValueError(f"target_modules must be {ALL_LINEAR!r} or a tuple of module names, "
-                                 f"got {self.target_modules!r}")
-        elif not self.target_modules:
-            raise ValueError("target_modules is empty")
-        if self.init not in (True, False, "gaussian", "pissa", "olora", "loftq", "eva", "orthogonal"):
-            raise ValueError(f"unknown init_lora_weights {self.init!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        targets = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
-        return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout, "target_modules": targets, "init": self.init}
+from .lora_config import ALL_LINEAR, LoraSettings
 
 
 def all_linear_targets(vla: nn.Module) -> list[str]:
     """``all_linear_targets(vla)`` -> module paths of every ``nn.Linear`` that runs, except ``lm_head``."""
-    from ...models.families.openvla import unused_modules
-
-    skip = [f"{path}." for path in unused_modules(vla)]  # blocks after the feature layer, SigLIP's attn_pool
+    skip = [f"{path}." for path in vla.unused_modules()]  # blocks after the feature layer, SigLIP's attn_pool
     output = vla.language_model.get_output_embeddings()
     return [name for name, module in vla.named_modules()
             if isinstance(module, nn.Linear) and module is not output

@@ -1,0 +1,155 @@
+"""The application's commands: ``evaluate``, ``finetune`` and ``pretrain``, which combine the floors below.
+
+- ``robosteer evaluate``: closed-loop success of any policy by name. The simulator runs policies
+  without loading them; this layer knows policy names and files (``robosteer.app.policy``), so it
+  registers ``evaluate`` with the simulator's command (``robosteer.sim.cli.register_evaluate``) and
+  says how ``--policy`` becomes a policy;
+- ``robosteer finetune``: demonstrations, a head mask (a file, or discovery's top k), one training
+  method (``train.strategies.METHODS``), then ``policy.json``;
+- ``robosteer pretrain``: the default policy's recipe (``app.pretrain``).
+
+The training flags are generated from ``TrainConfig``, ``LoraSettings``, ``DiscoverConfig`` and
+``PretrainConfig`` (``robosteer.config_cli``), so their defaults live in one place. Only the standard
+library and those torch-free config modules are imported here, so ``robosteer --help`` stays instant.
+
+Usage::
+
+    robosteer evaluate --task lift --episodes 20 --policy runs/x/policy.json --workers 2
+    robosteer finetune --policy default --demos demos/task --method heads --mask heads.json --steps 3000 --out runs/x
+    robosteer finetune --policy PATH --demos DIR --method heads --top-k 20 --selector knn --steps 3000 --out runs/y
+    robosteer pretrain --out runs/default-policy   # collects the pretraining demos, then trains
+
+Multi-process runs use the same command under ``accelerate launch`` (see docs/training.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from robosteer.app.pretrain import PretrainConfig
+from robosteer.circuits.config import DiscoverConfig
+from robosteer.config_cli import ConfigArguments
+from robosteer.train.config import TrainConfig
+from robosteer.train.strategies import HEAD_METHODS, METHODS, LoraSettings
+
+log = logging.getLogger(__name__)
+
+POLICY_HELP = "'expert' or a saved policy path (via robosteer.app.policy)"
+
+
+def _load_policy(spec: str):
+    from .policy import load_policy
+
+    return load_policy(spec)
+
+
+def _policy_factory(spec: str):
+    from .policy import PolicyFactory
+
+    return PolicyFactory(spec)
+
+
+def register(subparsers) -> None:
+    """Add ``evaluate``, ``finetune`` and ``pretrain`` to the ``robosteer`` command line."""
+    from robosteer.sim.cli import register_evaluate
+
+    register_evaluate(subparsers, load_policy=_load_policy, policy_factory=_policy_factory, policy_help=POLICY_HELP)
+    _register_finetune(subparsers)
+    _register_pretrain(subparsers)
+
+
+# ---- finetune and pretrain -------------------------------------------------------------------------------------
+# every TrainConfig field is a finetune flag (--out is out_dir; --steps must be given)
+TRAIN_ARGUMENTS = ConfigArguments(TrainConfig, flags={"out_dir": "--out"}, required=("steps",), helps={
+    "out_dir": "output folder: checkpoints, metrics, final adapter or model, policy.json",
+    "resume": "start over even if --out holds a checkpoint", "progress": "hide the progress bar"})
+LORA_ARGUMENTS = ConfigArguments(LoraSettings, prefix="lora", only=("r", "alpha", "dropout"))
+# the head selection of --top-k: discovery's scorer (--selector) and towers
+SELECT_ARGUMENTS = ConfigArguments(DiscoverConfig, only=("method", "towers"), flags={"method": "--selector"}, helps={
+    "method": "head scorer used with --top-k", "towers": "towers to select heads from with --top-k"})
+PRETRAIN_ARGUMENTS = ConfigArguments(PretrainConfig, flags={"out_dir": "--out"})
+
+
+def _register_finetune(subparsers) -> None:
+    p = subparsers.add_parser("finetune", help=f"finetune a policy on demonstrations ({', '.join(METHODS)})")
+    p.add_argument("--policy", default="default", help="OpenVLA-format checkpoint folder, or 'default'")
+    p.add_argument("--demos", required=True, help="demonstration folder written by `robosteer collect`")
+    p.add_argument("--method", choices=METHODS, default="heads", help="what trains (default: heads)")
+    p.add_argument("--mask", help=f"head mask JSON (robosteer.masks.HeadMask) for {'/'.join(HEAD_METHODS)}")
+    p.add_argument("--top-k", type=int, help="select the top K heads from the demos instead of --mask")
+    SELECT_ARGUMENTS.add_to(p)
+    p.add_argument("--kv", action="store_true", help="heads: also train the key/value slices")
+    LORA_ARGUMENTS.add_to(p.add_argument_group("lora (--method lora)"))
+    TRAIN_ARGUMENTS.add_to(p.add_argument_group("training (robosteer.train.config.TrainConfig)"))
+    p.set_defaults(func=finetune_command)
+
+
+def _register_pretrain(subparsers) -> None:
+    p = subparsers.add_parser("pretrain",
+                              help="collect expert demos of the pretraining split and train the default policy")
+    PRETRAIN_ARGUMENTS.add_to(p)
+    p.set_defaults(func=pretrain_command)
+
+
+def load_demos(directory: str | Path):
+    """The demonstrations in ``directory`` (a ``robosteer collect`` demo folder)."""
+    try:
+        from robosteer.data.dataset import DemoDataset
+    except ImportError as err:
+        raise ValueError(f"reading demonstrations needs robosteer.sim (pip install 'robosteer[sim]'): {err}") from err
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"demonstration folder not found: {directory}")
+    return DemoDataset(directory)
+
+
+def select_heads(vla, demos, k: int, selector: str, towers: tuple[str, ...], unnorm_key: str | None):
+    """Top-``k`` heads of ``towers`` by the selector's score over the demonstrations (``circuits.discover``)."""
+    from robosteer.app.sim_probes import discovery_probes
+    from robosteer.circuits.discover import discover
+
+    config = DiscoverConfig(method=selector, top_k=k, towers=towers, unnorm_key=unnorm_key)
+    return discover(vla, demos, config, probes=discovery_probes(demos, config)).mask
+
+
+def finetune_command(args: argparse.Namespace) -> int:
+    """``robosteer finetune``: load policy and demos, build the mask and strategy, train, write policy.json."""
+    from robosteer.app.experiment import write_run_policy
+    from robosteer.masks import HeadMask
+    from robosteer.models import load_vla
+    from robosteer.train.loop import train
+    from robosteer.train.strategies import make_strategy
+
+    if args.method in HEAD_METHODS and (args.mask is None) == (args.top_k is None):
+        raise ValueError(f"--method {args.method} needs exactly one of --mask FILE or --top-k K")
+    if args.method not in HEAD_METHODS and (args.mask or args.top_k):
+        raise ValueError(f"--mask/--top-k do not apply to --method {args.method}")
+    demos = load_demos(args.demos)
+    vla = load_vla(args.policy)
+    mask = None
+    if args.mask:
+        mask = HeadMask.from_json(args.mask, layout=vla.head_layout)
+    elif args.top_k is not None:
+        select = SELECT_ARGUMENTS.values(args)
+        mask = select_heads(vla, demos, args.top_k, select["method"], select["towers"], args.unnorm_key)
+    if mask is not None:
+        mask.to_json(Path(args.out) / "mask.json")
+    lora = LORA_ARGUMENTS.build(args)
+    strategy = make_strategy(args.method, mask=mask, kv=args.kv, lora=lora, seed=args.seed)
+    result = train(vla, demos, strategy, TRAIN_ARGUMENTS.build(args))
+    log.info("finished at step %d (loss %.4f); result in %s; metrics in %s", result.step, result.loss,
+             result.output, Path(args.out) / "metrics.csv")
+    if result.finished:
+        spec = write_run_policy(args.out, args.method, args.policy, result.output)
+        print(f"policy: {spec} (evaluate with: robosteer evaluate --policy {spec} --task ...)")
+    return 0
+
+
+def pretrain_command(args: argparse.Namespace) -> int:
+    """``robosteer pretrain``: collect the pretraining split's expert demos and train the default policy on them."""
+    from robosteer.app.pretrain import pretrain
+
+    path = pretrain(PRETRAIN_ARGUMENTS.build(args))
+    print(f"default policy written to {path}")
+    return 0
