@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from robosteer.files import atomic_write_text
-from robosteer.app.sim_probes import discovery_probes
-from robosteer.circuits.discover import DiscoverConfig, discover
+from robosteer.app.sim_probes import discover_in_sim
+from robosteer.circuits.config import DiscoverConfig
 from robosteer.app.experiment import collect_demos, evaluate_policy, finetune, first_demo_seed, steering_config
 from robosteer.app.study import StudyConfig
 from robosteer.circuits.config import METHODS
@@ -82,7 +82,7 @@ def main() -> None:
 
     base = load_vla(args.policy)
     discovery = DiscoverConfig(method=args.method, top_k=args.top_k, seed=args.seed)
-    found = discover(base, demos, discovery, out=out / "heads", probes=discovery_probes(demos, discovery))
+    found = discover_in_sim(base, demos, discovery, out=out / "heads")
     print("   selected:", ", ".join(str(h) for h in found.mask.heads))
     print("   head-map:", found.files["headmap"])
 

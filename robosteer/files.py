@@ -56,9 +56,14 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     return atomic_write_bytes(path, text.encode(encoding))
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """``write_json_atomic("config.json", cfg)``: indented JSON with a final newline, atomically."""
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, newline: bool = True, sort_keys: bool = False) -> Path:
+    """``write_json_atomic("config.json", cfg)``: JSON indented by 2, atomically.
+
+    ``newline=False`` leaves out the final newline (the byte layout of files that never had one:
+    study cells, ``policy.json``, activation indexes); ``sort_keys`` orders every object's keys.
+    """
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys)
+    return atomic_write_bytes(path, (text + "\n" if newline else text).encode())
 
 
 def save_safetensors_atomic(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:

@@ -3,8 +3,9 @@
 Each function returns a list of ``(hook_name, fn)`` pairs for ``vla.hooks(fwd_hooks=...)``
 or ``vla.run_with_hooks``; all act on ``hook_z`` (a head's output before the output
 projection) and touch only the named heads, at all or at given positions. They share
-``head_slice_hooks`` (one hook per site, writing head slices of a copy of the activation),
-which activation patching (``circuits/patching.py``) uses too.
+``head_slice_hooks`` (one hook per site, writing head slices of a copy of the activation) and
+``group_by_site`` (heads grouped by their ``hook_z`` site), which activation patching
+(``circuits/patching.py``) uses too.
 
 Usage::
 
@@ -17,7 +18,6 @@ Usage::
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
@@ -41,14 +41,21 @@ def head_slice_hooks(groups: Mapping[str, Any], edit: SliceEdit) -> list:
     return hooks
 
 
+def group_by_site(pairs: Iterable[tuple[Head | str, Any]], unique: bool = False) -> dict[str, list]:
+    """``group_by_site([(head, value), ...])`` -> ``{head's hook_z name: [value, ...]}``, sites and values in the
+    order first seen (``unique``: a value that is already in its site's list is dropped): the ``groups`` of
+    ``head_slice_hooks``."""
+    groups: dict[str, list] = {}
+    for head, value in pairs:
+        values = groups.setdefault(Head.parse(head).hook_z, [])
+        if not unique or value not in values:
+            values.append(value)
+    return groups
+
+
 def _group(heads: Iterable[Head | str]) -> dict[str, list[int]]:
     """Head list -> {hook_z name: [head indices]} (order kept, duplicates dropped)."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for head in heads:
-        head = Head.parse(head)
-        if head.head not in groups[head.hook_z]:
-            groups[head.hook_z].append(head.head)
-    return dict(groups)
+    return group_by_site(((head, head.head) for head in map(Head.parse, heads)), unique=True)
 
 
 def _pos(positions) -> slice | torch.Tensor:
@@ -115,10 +122,7 @@ def patch_heads(heads: Iterable[Head | str], source: Mapping[str, torch.Tensor],
 def steer_heads(vectors: Mapping[Head | str, torch.Tensor], scale: float = 1.0, positions=None) -> list:
     """Add ``scale * vector`` (shape ``(d_head,)``) to each named head's output."""
     pos = _pos(positions)
-    by_site: dict[str, list[tuple[int, torch.Tensor]]] = defaultdict(list)
-    for head, vec in vectors.items():
-        head = Head.parse(head)
-        by_site[head.hook_z].append((head.head, torch.as_tensor(vec)))
+    by_site = group_by_site((head, (Head.parse(head).head, torch.as_tensor(vec))) for head, vec in vectors.items())
 
     def edit(out, act, site, name, items):
         for h, vec in items:

@@ -28,7 +28,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from robosteer.files import atomic_write_bytes, atomic_write_text
+from robosteer.files import atomic_write_bytes, read_json, write_json_atomic
 from robosteer.sites import Head, HeadLayout
 
 log = logging.getLogger(__name__)
@@ -206,12 +206,12 @@ class HeadMask:
 
     def to_json(self, path: str | Path) -> Path:
         """``mask.to_json("heads.json")``: write the mask as readable JSON (atomically)."""
-        return atomic_write_text(path, json.dumps(self._fields(), indent=2) + "\n")
+        return write_json_atomic(path, self._fields())
 
     @classmethod
     def from_json(cls, path: str | Path, layout: HeadLayout | None = None) -> "HeadMask":
         """``HeadMask.from_json("heads.json", layout=vla.head_layout)``; a different layout is an error."""
-        return cls._from_fields(json.loads(Path(path).read_text()), layout, str(path))
+        return cls._from_fields(read_json(path, "head mask"), layout, str(path))
 
     def save_safetensors(self, path: str | Path) -> Path:
         """``mask.save_safetensors("heads.safetensors")``: one bool (L, H) tensor per tower + string metadata."""

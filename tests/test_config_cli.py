@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +170,26 @@ def test_the_command_line_loads_neither_torch_nor_numpy():
             "heavy = sorted(m for m in ('torch', 'numpy') if m in sys.modules); assert not heavy, heavy")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_pretrain_config_derives_the_one_train_config_it_runs():
+    """PretrainConfig exposes TrainConfig settings under their names; the TrainConfig pretraining runs is the shipped
+    recipe (docs/default_policy_pretrain_config.json), and TrainConfig's checks fire before any collection."""
+    from robosteer.app.pretrain import TRAINING_FIELDS
+
+    expected = TrainConfig(out_dir="o", steps=5000, batch_size=32, lr=3e-4, schedule="cosine", warmup_steps=500,
+                           min_lr_ratio=0.05, betas=(0.9, 0.95), weight_decay=0.01, seed=0, augment=True,
+                           augment_shift=0, augment_crop_scale=1.0, augment_hue=0.0, label_smoothing=1.0,
+                           unnorm_key="robosteer_sim", ckpt_every=500, log_every=50, progress=True)
+    config = PretrainConfig(out_dir="o")
+    assert config.train_config() == expected
+    assert all(getattr(config, name) == getattr(expected, name) for name in TRAINING_FIELDS)
+    shipped = json.loads((Path(__file__).parents[1] / "docs" / "default_policy_pretrain_config.json").read_text())
+    assert all(shipped[name] == getattr(expected, name) for name in TRAINING_FIELDS if name in shipped and
+               name != "progress")
+    changed = PretrainConfig(out_dir="o", steps=2, warmup_steps=1, augment_shift=1, progress=False).train_config()
+    assert changed == expected.replace(steps=2, warmup_steps=1, augment_shift=1, progress=False)
+    with pytest.raises(ValueError, match=r"TrainConfig\.warmup_steps must be in \[0, steps=100\]"):
+        PretrainConfig(out_dir="o", steps=100)
+    with pytest.raises(ValueError, match=r"TrainConfig\.augment_shift must be an int >= 0"):
+        PretrainConfig(out_dir="o", augment_shift=-1)

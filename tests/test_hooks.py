@@ -229,3 +229,13 @@ def test_hooks_see_what_a_lora_adapter_computes():
         assert torch.allclose(adapted[f"llm.blocks.{layer}.attn.hook_attn_out"], expected, atol=1e-6)
         assert not torch.allclose(adapted[f"llm.blocks.{layer}.attn.hook_attn_out"], base[f"llm.blocks.{layer}.attn.hook_attn_out"])
     assert not torch.allclose(adapted["llm.blocks.0.attn.hook_q"], base["llm.blocks.0.attn.hook_q"])
+
+
+def test_group_by_site_groups_heads_by_their_hook_z_in_first_seen_order():
+    from robosteer.interventions import group_by_site
+    from robosteer.sites import Head
+
+    pairs = [("llm.L1H2", 2), (Head("dino", 0, 1), 1), ("llm.L1H0", 0), ("llm.L1H2", 2), ("llm.L0H3", 3)]
+    assert group_by_site(pairs) == {"llm.blocks.1.attn.hook_z": [2, 0, 2], "dino.blocks.0.attn.hook_z": [1],
+                                    "llm.blocks.0.attn.hook_z": [3]}
+    assert list(group_by_site(pairs, unique=True).items())[0] == ("llm.blocks.1.attn.hook_z", [2, 0])

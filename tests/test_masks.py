@@ -114,3 +114,21 @@ def test_invalid_heads_are_refused():
         HeadMask.from_heads(["llm.L3H0"], LAYOUT)
     with pytest.raises(ValueError, match="twice"):
         HeadMask.from_heads(["llm.L0H0", "llm.L0H0"], LAYOUT)
+
+
+def test_json_files_keep_their_bytes_through_write_json_atomic(tmp_path):
+    """``write_json_atomic`` writes what each caller wrote by hand: indent 2, a final newline unless newline=False."""
+    from robosteer.files import read_json, write_json_atomic
+
+    obj = {"b": [1, 2.5, None], "a": {"z": "é", "y": True}}
+    assert write_json_atomic(tmp_path / "a.json", obj).read_text() == json.dumps(obj, indent=2) + "\n"
+    assert (write_json_atomic(tmp_path / "b.json", obj, newline=False).read_text() == json.dumps(obj, indent=2))
+    assert (write_json_atomic(tmp_path / "c.json", obj, sort_keys=True).read_text()
+            == json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    mask = HeadMask.from_heads(["llm.L1H2", "dino.L0H1"], HeadLayout([("llm", 2, 4), ("dino", 2, 4)]))
+    path = mask.to_json(tmp_path / "mask.json")
+    assert path.read_text() == json.dumps(mask._fields(), indent=2) + "\n"
+    assert read_json(path, "head mask") == json.loads(path.read_text())
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match=r"head mask .*bad\.json is not valid JSON"):
+        HeadMask.from_json(tmp_path / "bad.json")

@@ -166,6 +166,16 @@ def test_study_methods_name_registered_training_methods_and_selectors():
     assert all(arm.selector in SELECTORS for arm in ARMS.values())
 
 
+def test_an_arm_outside_the_registries_is_refused():
+    from robosteer.app.study import Arm
+
+    assert Arm(None) == Arm(None, selector="knn") and Arm("heads", selector="attribution").train == "heads"
+    with pytest.raises(ValueError, match=r"Arm\.train must be None or a finetuning method .*got 'adapter'"):
+        Arm("adapter")
+    with pytest.raises(ValueError, match=r"Arm\.selector must be a head selector .*got 'magic'"):
+        Arm("heads", selector="magic")
+
+
 def test_finetuned_cells_record_the_settings_the_committed_matrix_records():
     """Every committed finetuned cell's ``settings``, rebuilt from study.json with steering_config + LoraSettings,
     comes out equal, in the same key order (the JSON a new cell writes is the same bytes); the schedule is the one

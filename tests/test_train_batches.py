@@ -127,3 +127,19 @@ def test_data_order_visits_every_frame_each_epoch():
     assert sorted(first) == list(range(10))
     assert order.batch(4, 5) == order.batch(4, 5)
     assert first != order.batch(2, 5) + order.batch(3, 5)  # a new permutation next epoch
+
+
+def test_train_config_takes_its_augmentation_ranges_from_augment_config():
+    """One definition: TrainConfig's augmentation defaults and checks are AugmentConfig's, named as its fields."""
+    from robosteer.train.config import TrainConfig, augment_config
+
+    cfg = TrainConfig(out_dir="x")
+    assert augment_config(cfg) == AugmentConfig() and cfg.augmentation() == AugmentConfig()
+    assert augment_config(cfg.replace(augment=False)) is None
+    assert TrainConfig(out_dir="x", augment_shift=2, augment_crop_scale=1.0, augment_hue=0.0).augmentation() == \
+        AugmentConfig(shift=2, crop_scale=1.0, hue=0.0)
+    for field, value, message in (("augment_shift", -1, r"TrainConfig\.augment_shift must be an int >= 0"),
+                                  ("augment_crop_scale", 0.0, r"TrainConfig\.augment_crop_scale must be in \(0, 1\]"),
+                                  ("augment_hue", 0.6, r"TrainConfig\.augment_hue must be in \[0, 0\.5\]")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(out_dir="x", **{field: value})

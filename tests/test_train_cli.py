@@ -134,3 +134,21 @@ def test_finetune_rerun_of_a_finished_run_reports_its_training_time(tmp_path, de
     assert first.resumed_at_step == 0 and again.resumed_at_step == 2
     saved = json.loads((tmp_path / "run" / "checkpoints" / "step-0000002" / "state.json").read_text())
     assert again.train_seconds == saved["elapsed_s"] and 0 < again.train_seconds <= first.train_seconds
+
+
+def test_finetune_top_k_selection_uses_the_run_seed(tmp_path, demos, policy):
+    """``--selector random --seed S`` draws the random scores of seed S (it was always seed 0)."""
+    from robosteer.circuits.config import DiscoverConfig
+    from robosteer.circuits.discover import discover
+    from robosteer.data.folders import open_demos
+
+    path, vla = policy
+    chosen = {}
+    for seed in (0, 3):
+        out = tmp_path / f"seed{seed}"
+        assert finetune(path, demos, out, "--method", "heads", "--top-k", "3", "--selector", "random",
+                        "--seed", str(seed)) == 0
+        chosen[seed] = json.loads((out / "mask.json").read_text())["heads"]
+        expected = discover(vla, open_demos(demos), DiscoverConfig(method="random", top_k=3, seed=seed)).mask
+        assert chosen[seed] == [str(h) for h in expected.heads]
+    assert chosen[0] != chosen[3]

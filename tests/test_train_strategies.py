@@ -159,3 +159,20 @@ def test_heads_finetuning_changes_only_selected_slices(tmp_path, kv):
     assert expected <= changed_kinds
     out_bias = "language_model.model.layers.0.self_attn.o_proj.bias", "vision_backbone.featurizer.blocks.1.attn.proj.bias"
     assert out_bias[1] in merged and torch.equal(merged[out_bias[1]], base[out_bias[1]])
+
+
+def test_lora_targets_come_from_the_family_and_are_unchanged():
+    """``all_linear_targets`` asks the family for the output embedding: the same list as before (every running
+    ``nn.Linear`` but ``language_model.lm_head``), on the tiny model and the shipped default."""
+    from robosteer.models import load_vla
+    from robosteer.train.strategies import all_linear_targets
+
+    for vla in (tiny_train_vla(), load_vla("default")):
+        assert vla.family.output_modules(vla) == [vla.language_model.lm_head]
+        unused = [f"{path}." for path in vla.unused_modules()]
+        before = [name for name, m in vla.named_modules() if isinstance(m, nn.Linear)
+                  and m is not vla.language_model.get_output_embeddings()
+                  and not any(f"{name}.".startswith(p) for p in unused)]
+        targets = all_linear_targets(vla)
+        assert targets == before and "language_model.lm_head" not in targets
+        assert "language_model.model.layers.0.self_attn.q_proj" in targets

@@ -75,7 +75,8 @@ PRETRAIN_ARGUMENTS = ConfigArguments(PretrainConfig, flags={"out_dir": "--out"})
 def _register_finetune(subparsers) -> None:
     p = subparsers.add_parser("finetune", help=f"finetune a policy on demonstrations ({', '.join(METHODS)})")
     p.add_argument("--policy", default="default", help="OpenVLA-format checkpoint folder, or 'default'")
-    p.add_argument("--demos", required=True, help="demonstration folder written by `robosteer collect`")
+    p.add_argument("--demos", required=True,
+                   help="demonstration folder (`robosteer collect` output or a LeRobot folder)")
     p.add_argument("--method", choices=METHODS, default="heads", help="what trains (default: heads)")
     p.add_argument("--mask", help=f"head mask JSON (robosteer.masks.HeadMask) for {'/'.join(HEAD_METHODS)}")
     p.add_argument("--top-k", type=int, help="select the top K heads from the demos instead of --mask")
@@ -93,29 +94,11 @@ def _register_pretrain(subparsers) -> None:
     p.set_defaults(func=pretrain_command)
 
 
-def load_demos(directory: str | Path):
-    """The demonstrations in ``directory`` (a ``robosteer collect`` demo folder)."""
-    try:
-        from robosteer.data.dataset import DemoDataset
-    except ImportError as err:
-        raise ValueError(f"reading demonstrations needs robosteer.sim (pip install 'robosteer[sim]'): {err}") from err
-    if not Path(directory).is_dir():
-        raise FileNotFoundError(f"demonstration folder not found: {directory}")
-    return DemoDataset(directory)
-
-
-def select_heads(vla, demos, k: int, selector: str, towers: tuple[str, ...], unnorm_key: str | None):
-    """Top-``k`` heads of ``towers`` by the selector's score over the demonstrations (``circuits.discover``)."""
-    from robosteer.app.sim_probes import discovery_probes
-    from robosteer.circuits.discover import discover
-
-    config = DiscoverConfig(method=selector, top_k=k, towers=towers, unnorm_key=unnorm_key)
-    return discover(vla, demos, config, probes=discovery_probes(demos, config)).mask
-
-
 def finetune_command(args: argparse.Namespace) -> int:
     """``robosteer finetune``: load policy and demos, build the mask and strategy, train, write policy.json."""
     from robosteer.app.experiment import write_run_policy
+    from robosteer.app.sim_probes import discover_in_sim
+    from robosteer.data.folders import open_demos
     from robosteer.masks import HeadMask
     from robosteer.models import load_vla
     from robosteer.train.loop import train
@@ -125,14 +108,15 @@ def finetune_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--method {args.method} needs exactly one of --mask FILE or --top-k K")
     if args.method not in HEAD_METHODS and (args.mask or args.top_k):
         raise ValueError(f"--mask/--top-k do not apply to --method {args.method}")
-    demos = load_demos(args.demos)
+    demos = open_demos(args.demos)
     vla = load_vla(args.policy)
     mask = None
     if args.mask:
         mask = HeadMask.from_json(args.mask, layout=vla.head_layout)
     elif args.top_k is not None:
-        select = SELECT_ARGUMENTS.values(args)
-        mask = select_heads(vla, demos, args.top_k, select["method"], select["towers"], args.unnorm_key)
+        # the run's --seed and --unnorm-key also seed and tokenize the selection (random scorer, probe scenes)
+        selection = SELECT_ARGUMENTS.build(args, top_k=args.top_k, unnorm_key=args.unnorm_key, seed=args.seed)
+        mask = discover_in_sim(vla, demos, selection).mask
     if mask is not None:
         mask.to_json(Path(args.out) / "mask.json")
     lora = LORA_ARGUMENTS.build(args)

@@ -53,8 +53,6 @@ def steering_config(out_dir: str | Path, steps: int = STEERING_STEPS, warmup_fra
 
     if not 0.0 <= warmup_fraction < 1.0:
         raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
     config = TrainConfig(out_dir=str(out_dir), steps=steps, schedule="cosine",
                          warmup_steps=int(warmup_fraction * steps), betas=(0.9, 0.95), label_smoothing=1.0,
                          augment=True, augment_crop_scale=1.0, augment_hue=0.0, ckpt_every=max(50, steps // 4),

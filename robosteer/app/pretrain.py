@@ -7,9 +7,15 @@ default-shape OpenVLA-architecture model trains on all of it with the full strat
 Collection is skipped for a demo folder that is already complete, and training resumes
 from the newest checkpoint, so an interrupted run continues where it stopped.
 
+The training settings are ``TrainConfig``'s: ``PretrainConfig`` names the ones ``robosteer pretrain``
+exposes (``TRAINING_FIELDS``, under TrainConfig's own names, with the recipe's defaults), ``RECIPE``
+fixes the rest, and ``PretrainConfig.train_config()`` is the one ``TrainConfig`` that pretraining
+runs (validated when the ``PretrainConfig`` is made, so a bad setting fails before the collection).
+
 Usage::
 
     path = pretrain(PretrainConfig(out_dir="runs/default-policy"))   # -> runs/default-policy/final
+    PretrainConfig(out_dir="runs/x", steps=100, warmup_steps=10).train_config()   # the run's TrainConfig
     robosteer pretrain --out runs/default-policy
 """
 
@@ -18,13 +24,28 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from robosteer.config_cli import field_default
+from robosteer.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
+
+# the TrainConfig settings that PretrainConfig (and `robosteer pretrain`) expose, under the same names
+TRAINING_FIELDS: tuple[str, ...] = ("steps", "batch_size", "lr", "warmup_steps", "label_smoothing", "augment",
+                                    "augment_shift", "seed", "progress")
+# the rest of the default policy's TrainConfig (out_dir and unnorm_key: the run's folder and the demos' statistics)
+RECIPE: dict[str, Any] = {"schedule": "cosine", "min_lr_ratio": 0.05, "betas": (0.9, 0.95), "weight_decay": 0.01,
+                          "augment_crop_scale": 1.0, "augment_hue": 0.0, "ckpt_every": 500, "log_every": 50}
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """The default policy's pretraining recipe; each field's help is also ``robosteer pretrain``'s."""
+    """The default policy's pretraining recipe; each field's help is also ``robosteer pretrain``'s.
+
+    From ``steps`` on (but ``aux_weight``) the fields are ``TrainConfig`` settings (``TRAINING_FIELDS``): their
+    defaults are the recipe's, where it differs from ``TrainConfig``'s, and ``TrainConfig`` checks them.
+    """
 
     out_dir: str = field(metadata={"help": "output folder: demos/, checkpoints, metrics, final/"})
     split: str = field(default="default", metadata={"help": "the sim split whose pretraining tasks are learned"})
@@ -42,27 +63,30 @@ class PretrainConfig:
     warmup_steps: int = field(default=500, metadata={"help": "linear warm-up steps"})
     label_smoothing: float = field(default=1.0, metadata={
         "help": "Gaussian credit to neighbouring action bins (sigma in bins)"})
-    augment: bool = field(default=True, metadata={
+    augment: bool = field(default=field_default(TrainConfig, "augment"), metadata={
         "help": "brightness/contrast/saturation jitter; no crop and no hue shift (positions and colours matter)"})
-    augment_shift: int = field(default=0, metadata={
+    augment_shift: int = field(default=field_default(TrainConfig, "augment_shift"), metadata={
         "help": "random image translation of up to this many pixels (0: off; 2 with 2.4x the data did worse)"})
     aux_weight: float = field(default=1.0, metadata={
         "help": "weight of the auxiliary object/goal position targets (train/auxiliary.py) from privileged demo "
                 "state (0: behaviour cloning only)"})
-    seed: int = field(default=0, metadata={
+    seed: int = field(default=field_default(TrainConfig, "seed"), metadata={
         "help": "seeds the model's initialisation, the data order and the augmentation"})
-    progress: bool = field(default=True, metadata={"help": "the tqdm progress bar"})
+    progress: bool = field(default=field_default(TrainConfig, "progress"), metadata={"help": "the tqdm progress bar"})
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.noisy_episodes < 0:
             raise ValueError("episodes must be >= 1 and noisy_episodes >= 0")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be positive")
-        from robosteer.train.augment import check_shift
-
-        check_shift(self.augment_shift, "augment_shift")  # here, not only in TrainConfig: before the collection
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
+        self.train_config()  # TrainConfig checks the training settings here: before the collection, not after
+
+    def train_config(self) -> TrainConfig:
+        """The ``TrainConfig`` of the pretraining run: ``TRAINING_FIELDS`` from here, the rest from ``RECIPE``."""
+        from robosteer.data.demo_format import DATASET_NAME
+
+        return TrainConfig(out_dir=str(self.out_dir), unnorm_key=DATASET_NAME, **RECIPE,
+                           **{name: getattr(self, name) for name in TRAINING_FIELDS})
 
 
 def _collect(tasks, episodes: int, seed: int, noise: float, out: Path, config: PretrainConfig):
@@ -101,20 +125,6 @@ def combined_statistics(frames, name: str) -> dict:
                               num_trajectories=int(np.unique(frames.episode_index).size))
 
 
-def _full_without_readout():
-    from robosteer.train.auxiliary import StateTargets
-    from robosteer.train.strategies import FullStrategy
-
-    class FullWithoutReadout(FullStrategy):
-        """``full``, but the final policy is saved without the auxiliary read-out (a training device only)."""
-
-        def save(self, vla, directory):
-            StateTargets.detach(vla)
-            return super().save(vla, directory)
-
-    return FullWithoutReadout()
-
-
 def pretrain(config: PretrainConfig) -> Path:
     """Collect, build the default-shape model and train it; returns the folder of the final policy."""
     import numpy as np
@@ -123,9 +133,8 @@ def pretrain(config: PretrainConfig) -> Path:
     from robosteer.models.loading import build_vla_from_config
     from robosteer.data.demo_format import DATASET_NAME
     from robosteer.files import write_json_atomic
-    from robosteer.train.config import TrainConfig
     from robosteer.train.loop import train
-    from robosteer.train.auxiliary import StateTargets
+    from robosteer.train.auxiliary import FullWithoutReadout, StateTargets
     from robosteer.train.strategies import FullStrategy
 
     frames = pretraining_data(config)
@@ -135,15 +144,10 @@ def pretrain(config: PretrainConfig) -> Path:
     log.info("default policy: %.2fM parameters, %d frames from %d episodes",
              sum(p.numel() for p in vla.parameters()) / 1e6, len(frames), int(np.unique(frames.episode_index).size))
     write_json_atomic(Path(config.out_dir) / "pretrain_config.json", asdict(config))
-    train_cfg = TrainConfig(out_dir=str(config.out_dir), steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                            schedule="cosine", warmup_steps=config.warmup_steps, min_lr_ratio=0.05,
-                            betas=(0.9, 0.95), weight_decay=0.01, seed=config.seed, augment=config.augment,
-                            augment_shift=config.augment_shift, augment_crop_scale=1.0, augment_hue=0.0,
-                            label_smoothing=config.label_smoothing,
-                            unnorm_key=DATASET_NAME, ckpt_every=500, log_every=50, progress=config.progress)
+    train_cfg = config.train_config()
     if config.aux_weight > 0:
         with StateTargets.attached(vla, config.aux_weight, config.seed) as aux:
-            result = train(vla, frames, _full_without_readout(), train_cfg, auxiliary=aux)
+            result = train(vla, frames, FullWithoutReadout(), train_cfg, auxiliary=aux)
         StateTargets.detach(vla)
     else:
         result = train(vla, frames, FullStrategy(), train_cfg)

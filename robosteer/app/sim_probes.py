@@ -21,13 +21,15 @@ draws without one are skipped, and a task that gives no usable pair in
 ``discovery_probes(dataset, config)`` builds the probes ``robosteer discover``, the main example
 and the study hand to ``circuits.discover`` for the causal scorers: the kinds of ``config.probes``,
 ``config.probe_pairs`` pairs each, on ``config.probe_task`` (default: the demonstrations' most common
-task), from the scenes of ``probe_seed(config.seed)`` on.
+task), from the scenes of ``probe_seed(config.seed)`` on. ``discover_in_sim`` is that discovery in
+one call (what those three run).
 
 Usage::
 
     probe = sim_probe("visual", task="lift/base", n=16)
     scores = activation_patching(vla, probe)
     result = discover(vla, demos, config, probes=discovery_probes(demos, config))
+    result = discover_in_sim(vla, demos, config, out="runs/heads")  # the same in one call
 """
 
 from __future__ import annotations
@@ -171,3 +173,11 @@ def discovery_probes(dataset, config) -> list[Probe]:
     task = config.probe_task or Counter(dataset.tasks).most_common(1)[0][0]
     return [sim_probe(kind, task=task, n=config.probe_pairs, seed=probe_seed(config.seed),
                       image_size=dataset.image(0).shape[0]) for kind in config.probes]
+
+
+def discover_in_sim(vla, dataset, config, out=None):
+    """``discover_in_sim(vla, demos, config, out=DIR)``: ``circuits.discover.discover`` with the sim probes of
+    ``discovery_probes(dataset, config)`` (none for knn / sav / random); returns its ``DiscoveryResult``."""
+    from robosteer.circuits.discover import discover
+
+    return discover(vla, dataset, config, out=out, probes=discovery_probes(dataset, config))

@@ -26,7 +26,6 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -46,6 +45,16 @@ class Arm:
 
     train: str | None
     selector: str = "knn"
+
+    def __post_init__(self) -> None:
+        from robosteer.circuits.config import METHODS as SELECTORS
+        from robosteer.train.strategies import METHODS as TRAINERS
+
+        if self.train is not None and self.train not in TRAINERS:
+            raise ValueError(f"Arm.train must be None or a finetuning method ({', '.join(TRAINERS)}), "
+                             f"got {self.train!r}")
+        if self.selector not in SELECTORS:
+            raise ValueError(f"Arm.selector must be a head selector ({', '.join(SELECTORS)}), got {self.selector!r}")
 
 
 # The study's methods, each named by what it trains; every cell of a seed also runs discovery (lora-matched sizes its
@@ -155,12 +164,12 @@ def cell_path(config: StudyConfig, task: str, method: str, seed: int) -> Path:
 
 def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResult:
     """Run one (task, method, seed) cell, or read it back if it already finished."""
-    from robosteer.files import atomic_write_text
     from robosteer.app.experiment import evaluate_policy
+    from robosteer.files import read_json, write_json_atomic
 
     path = cell_path(config, task, method, seed)
     if path.is_file():
-        return CellResult(**json.loads(path.read_text()))
+        return CellResult(**read_json(path, "study cell"))
     cell = CellResult(task, method, seed, target={}, settings={"demos": 0})
     policy = config.policy if method in SEEDLESS_METHODS else _adapt(config, cell)
     cell.target = _summary(evaluate_policy(policy, [task], config.episodes, config.workers)[task])
@@ -169,7 +178,7 @@ def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResu
     else:
         kept = evaluate_policy(policy, list(config.retention_tasks), config.retention_episodes, config.workers)
         cell.retention = {t: _summary(r) for t, r in kept.items()}
-    atomic_write_text(path, json.dumps(asdict(cell), indent=2))
+    write_json_atomic(path, asdict(cell), newline=False)
     return cell
 
 
@@ -184,8 +193,8 @@ def recorded_settings(train: TrainConfig, lora, warmup_fraction: float) -> dict:
 def _adapt(config: StudyConfig, cell: CellResult) -> str:
     """Collect the cell's demonstrations, select heads, finetune; fills ``cell``'s cost fields; the policy's path."""
     from robosteer.app.experiment import WARMUP_FRACTION, collect_demos, finetune, steering_config
-    from robosteer.app.sim_probes import discovery_probes
-    from robosteer.circuits.discover import DiscoverConfig, discover
+    from robosteer.app.sim_probes import discover_in_sim
+    from robosteer.circuits.config import DiscoverConfig
     from robosteer.models import load_vla
     from robosteer.train.strategies import LoraSettings
 
@@ -200,12 +209,11 @@ def _adapt(config: StudyConfig, cell: CellResult) -> str:
     demos = collect_demos(task, config.demos, work / "demos", seed=first, workers=config.workers)
     base = load_vla(config.policy)
     discovery = DiscoverConfig(method=arm.selector, top_k=config.top_k, seed=seed)
-    found = discover(base, demos, discovery, out=work / f"heads-{arm.selector}",
-                     probes=discovery_probes(demos, discovery))
+    found = discover_in_sim(base, demos, discovery, out=work / f"heads-{arm.selector}")
     if method == "lora-matched":
         # heads trains the query rows and output-projection columns of each selected LLM head
-        head_dim = base.config.llm_dim // base.head_layout.shape("llm")[1]
-        rank = lora_matched_rank(base, len(found.mask) * 2 * base.config.llm_dim * head_dim)
+        llm = base.tower_modules()["llm"]
+        rank = lora_matched_rank(base, len(found.mask) * 2 * llm.d_model * llm.head_dim)
         # alpha/r = 1/2 as in r32/a16 where the rank allows; alpha is a whole number >= 1, so rank 1 gets alpha 1
         lora = replace(lora, r=rank, alpha=max(1, rank // 2))
         cell.settings.update(lora_r=lora.r, lora_alpha=lora.alpha)
@@ -218,13 +226,13 @@ def _adapt(config: StudyConfig, cell: CellResult) -> str:
 
 def base_retention(config: StudyConfig, pretrain: list[str]) -> dict:
     """The base policy's success on the pretraining tasks, measured once per study and kept in ``base_retention.json``."""
-    from robosteer.files import atomic_write_text
     from robosteer.app.experiment import evaluate_policy
+    from robosteer.files import read_json, write_json_atomic
 
     path = Path(config.out_dir) / "base_retention.json"
     key = {"policy": config.policy, "tasks": pretrain, "episodes": config.retention_episodes}
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = read_json(path, "base retention")
         was = saved.get("key", {})
         if (was.get("policy"), was.get("episodes")) == (config.policy, config.retention_episodes) and \
                 set(pretrain) <= set(saved["retention"]):  # measured on these tasks (and maybe more)
@@ -232,7 +240,7 @@ def base_retention(config: StudyConfig, pretrain: list[str]) -> dict:
         log.warning("%s was measured with other settings (%s); measuring again", path, saved.get("key"))
     kept = evaluate_policy(config.policy, pretrain, config.retention_episodes, config.workers)
     retention = {t: _summary(r) for t, r in kept.items()}
-    atomic_write_text(path, json.dumps({"key": key, "retention": retention}, indent=2))
+    write_json_atomic(path, {"key": key, "retention": retention}, newline=False)
     return retention
 
 
@@ -246,11 +254,11 @@ def run_study(config: StudyConfig, progress: bool = True) -> list[CellResult]:
     """Every cell of the matrix (finished cells are read back); results also gathered in ``results.json``."""
     from tqdm.auto import tqdm
 
-    from robosteer.files import atomic_write_text
+    from robosteer.files import write_json_atomic
 
     cells = study_cells(config)
     # the planned matrix, so that a report on a partly finished study lists every cell still missing
-    atomic_write_text(Path(config.out_dir) / "study.json", json.dumps(asdict(config), indent=2))
+    write_json_atomic(Path(config.out_dir) / "study.json", asdict(config), newline=False)
     results = []
     bar = tqdm(cells, desc="study", disable=not progress)
     for task, method, seed in bar:
@@ -259,8 +267,8 @@ def run_study(config: StudyConfig, progress: bool = True) -> list[CellResult]:
         results.append(run_cell(config, task, method, seed))
         log.info("cell %s / %s / seed %d: target %.2f (%.0f s)", task, method, seed, results[-1].target["success"],
                  time.perf_counter() - t0)
-    atomic_write_text(Path(config.out_dir) / "results.json",
-                      json.dumps({"config": asdict(config), "cells": [asdict(c) for c in results]}, indent=2))
+    write_json_atomic(Path(config.out_dir) / "results.json",
+                      {"config": asdict(config), "cells": [asdict(c) for c in results]}, newline=False)
     return results
 
 

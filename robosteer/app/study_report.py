@@ -21,10 +21,10 @@ Usage::
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from robosteer.files import read_json
 from robosteer.intervals import newcombe_interval, seed_bootstrap, wilson_interval
 from robosteer.sim.tasks import EVAL_SEED
 from robosteer.app.study import SEEDLESS_METHODS
@@ -121,8 +121,8 @@ class StudyReport:
         if not root.is_dir():
             raise FileNotFoundError(f"{root} not found: {study_dir} is not a study folder (run `robosteer study`)")
         plan = Path(study_dir) / "study.json"
-        matrix = json.loads(plan.read_text()) if plan.is_file() else None
-        return cls([json.loads(p.read_text()) for p in sorted(root.rglob("seed*.json"))], matrix)
+        matrix = read_json(plan, "study plan") if plan.is_file() else None
+        return cls([read_json(p, "study cell") for p in sorted(root.rglob("seed*.json"))], matrix)
 
     def _cells(self, task: str | None = None, method: str | None = None) -> list[dict]:
         return [c for c in self.cells if (task is None or c["task"] == task) and (method is None or c["method"] == method)]

@@ -9,6 +9,7 @@ Usage::
 
     config = DiscoverConfig(method="knn", top_k=8, towers=("llm",))
     "attribution" in METHODS
+    "knn" in RECORD_METHODS  # scored on recorded activations; PROBE_METHODS score on probes
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 METHODS: tuple[str, ...] = ("knn", "activation", "attribution", "sav", "random")  # every head selector, by name
 PROBE_METHODS: tuple[str, ...] = ("activation", "attribution")  # the causal scorers, which score heads on probes
+RECORD_METHODS: tuple[str, ...] = ("knn", "sav")  # the scorers of recorded head outputs (circuits.record)
 POSITIONS: tuple[str, ...] = ("last_prompt", "first_action", "mean_action")  # LLM token positions (circuits.record)
 
 

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..masks import HeadMask
-from .config import PROBE_METHODS, DiscoverConfig
+from .config import PROBE_METHODS, RECORD_METHODS, DiscoverConfig
 from .scores import HeadScores
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = N
                             dict(scores.higher_is_better), layout=scores.layout, method="random",
                             fingerprint=scores.fingerprint, data=scores.data, meta=dict(scores.meta))
         return scores, scores.default_column
-    if config.method in ("knn", "sav"):
+    if config.method in RECORD_METHODS:
         from .record import RecordConfig, record_heads
 
         if config.stream and out is None:
@@ -119,7 +119,7 @@ def discover(vla, dataset, config: DiscoverConfig = DiscoverConfig(), out: str |
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        if config.stream and config.method in ("knn", "sav"):
+        if config.stream and config.method in RECORD_METHODS:
             result.files["activations"] = out / "activations"
         result.files["scores"] = Path(scores.save(out / "scores.csv"))
         result.files["mask"] = Path(mask.to_json(out / "mask.json"))

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..interventions import active_heads, head_slice_hooks
+from ..interventions import active_heads, group_by_site, head_slice_hooks
 from ..sites import Head, HookSite
 from .probes import Probe, action_logprob, build_inputs
 from .scores import HeadScores
@@ -87,9 +87,7 @@ def _repeat(built: dict, n: int) -> dict:
 
 def _patch_hooks(chunk: Sequence[Head], sources: dict[str, torch.Tensor], dst_end: torch.Tensor):
     """Copy c of the batch gets head ``chunk[c]`` from the aligned ``sources``."""
-    by_site: dict[str, list[tuple[int, int]]] = {}
-    for c, head in enumerate(chunk):
-        by_site.setdefault(head.hook_z, []).append((c, head.head))
+    by_site = group_by_site((head, (c, head.head)) for c, head in enumerate(chunk))
 
     def edit(out, act, site, name, items):
         for c, h in items:

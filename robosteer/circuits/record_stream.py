@@ -28,7 +28,6 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -107,7 +106,7 @@ class HeadActivationsWriter:
         self._stack.__exit__(exc_type, exc, tb)  # on success this renames the folder into place
 
     def _finish(self) -> None:
-        from ..files import atomic_write_text, save_safetensors_atomic
+        from ..files import save_safetensors_atomic, write_json_atomic
 
         if self.written != self.n or not self._arrays:
             raise ValueError(f"only {self.written} of {self.n} frames were appended; not saving {self.directory}")
@@ -119,7 +118,7 @@ class HeadActivationsWriter:
                                  "frames": torch.from_numpy(self.frames)}, self._tmp / "targets.safetensors")
         index = {"format_version": FORMAT_VERSION, "storage": STORAGE, "n_frames": self.n, "towers": list(shapes),
                  "shapes": shapes, **self.meta}
-        atomic_write_text(self._tmp / "index.json", json.dumps(index, indent=2))  # last: marks the folder complete
+        write_json_atomic(self._tmp / "index.json", index, newline=False)  # last: marks the folder complete
 
 
 def read_streamed(directory: Path, meta: dict) -> dict:

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from robosteer.files import atomic_write_text
+from robosteer.files import atomic_write_text, read_json, write_json_atomic
 from robosteer.sites import Head, HeadLayout
 
 FORMAT = "robosteer.head_scores"
@@ -388,7 +388,7 @@ class HeadScores:
             "meta": dict(self.meta),
         }
         atomic_write_text(path, text)
-        atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
+        write_json_atomic(path.with_suffix(".json"), sidecar)
         return path
 
     @classmethod
@@ -400,7 +400,7 @@ class HeadScores:
         sidecar_path = path.with_suffix(".json")
         if not sidecar_path.exists():
             raise FileNotFoundError(f"{path} has no sidecar {sidecar_path.name}; HeadScores.save writes both")
-        sidecar = json.loads(sidecar_path.read_text())
+        sidecar = read_json(sidecar_path, "head scores sidecar")
         if sidecar.get("format") != FORMAT or sidecar.get("version") != FORMAT_VERSION:
             raise ValueError(f"{sidecar_path} is not a {FORMAT} v{FORMAT_VERSION} file "
                              f"(format={sidecar.get('format')!r}, version={sidecar.get('version')!r})")

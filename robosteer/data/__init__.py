@@ -7,6 +7,7 @@ with ``DemoWriter``; training, recording and probes read ``Frame`` objects from 
 - ``frames.py``: ``Frame`` (one observation + instruction + action) and ``FrameDataset``;
 - ``demo_format.py``: the demo folder format (``DemoWriter``, readers with clear errors);
 - ``dataset.py`` / ``lerobot.py``: ``DemoDataset`` / ``LeRobotDataset`` frame loaders;
+- ``folders.py``: ``open_demos(path)``, either loader by what the folder holds;
 - ``keyframes.py``: keyframe flags; ``statistics.py``: OpenVLA-layout dataset statistics.
 """
 
@@ -20,6 +21,8 @@ _EXPORTS = {
     "check_frame": "robosteer.data.frames",
     "DemoDataset": "robosteer.data.dataset",
     "LeRobotDataset": "robosteer.data.lerobot",
+    "open_demos": "robosteer.data.folders",
+    "first_episodes": "robosteer.data.folders",
     "DemoWriter": "robosteer.data.demo_format",
     "dataset_statistics": "robosteer.data.statistics",
     "keyframe_flags": "robosteer.data.keyframes",

@@ -1,7 +1,7 @@
 """Where the shipped default policy lives inside the installed package.
 
-Torch-free and below ``loading.py`` (``load_vla("default")``) and ``default.py`` (which
-re-exports both names), so neither needs the other.
+Torch-free and below ``loading.py`` (``load_vla("default")``) and ``cli.py``, which import
+``default_checkpoint_dir`` from here; ``default.py`` holds the policy's shape only.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@
 
 Usage::
 
-    with atomic_directory(out) as tmp:
-        write_json_atomic(tmp / "config.json", cfg)
-    header = read_checkpoint_header(folder)  # {key: (shape, dtype, file)}
+    with robosteer.files.atomic_directory(out) as tmp:   # atomic folders and JSON writes: robosteer/files.py
+        save_sharded(state_dict, tmp, max_shard_size=2**30)
+    header = read_checkpoint_header(weight_files(folder))  # {key: (shape, dtype, file)}
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""robosteer's embedded default policy: its shape, and where the shipped checkpoint lives.
+"""robosteer's embedded default policy: its shape (the shipped checkpoint's folder: ``models/assets.py``).
 
 ``openvla-tiny-franka`` is the same model class as OpenVLA-7B (DINOv2 + SigLIP towers,
 fused GELU projector, Llama LLM, 256 action bins at the top of the vocabulary) at a size

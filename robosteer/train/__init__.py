@@ -27,7 +27,7 @@ _LAZY = {
     "make_strategy": "robosteer.train.strategies",
     "LoraSettings": "robosteer.train.strategies",
     "BatchBuilder": "robosteer.train.batches",
-    "AugmentConfig": "robosteer.train.augment",
+    "AugmentConfig": "robosteer.train.augment_config",
     "HeadDeltas": "robosteer.train.head_deltas",
     "save_heads_adapter": "robosteer.train.adapters",
     "load_heads_adapter": "robosteer.train.adapters",

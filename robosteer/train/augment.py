@@ -9,7 +9,8 @@ always gives the same pixels and no torchvision/TensorFlow is needed. One additi
 OpenVLA does not have, off by default: a random shift of up to ``shift`` pixels (the image
 padded by repeating its border, then cropped back to its size at a random offset; DrQ's
 augmentation), applied first. Unlike the resized crop it keeps the scale, so an unshifted
-evaluation frame is the centre of what training saw.
+evaluation frame is the centre of what training saw. The ranges are ``AugmentConfig``
+(``augment_config.py``, torch- and numpy-free, so ``TrainConfig`` takes its defaults from it).
 
 Usage::
 
@@ -19,44 +20,11 @@ Usage::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """The augmentation ranges (OpenVLA's finetuning defaults)."""
-
-    shift: int = 0  # random translation of up to this many pixels in x and y, border repeated (0 = off)
-    crop_scale: float = 0.9  # fraction of the image area kept by the random crop (1.0 = no crop)
-    crop_ratio: float = 1.0  # aspect ratio of the crop, relative to the image's own
-    brightness: float = 0.2  # additive delta drawn from [-b, b], on [0, 1] pixels
-    contrast: tuple[float, float] = (0.8, 1.2)  # factor range about the per-channel mean
-    saturation: tuple[float, float] = (0.8, 1.2)  # factor range on HSV saturation
-    hue: float = 0.05  # shift drawn from [-h, h], in turns of the colour wheel
-
-    def __post_init__(self) -> None:
-        check_shift(self.shift)
-        if not 0.0 < self.crop_scale <= 1.0:
-            raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
-        if self.crop_ratio <= 0:
-            raise ValueError(f"crop_ratio must be positive, got {self.crop_ratio}")
-        if not 0.0 <= self.brightness <= 1.0:
-            raise ValueError(f"brightness must be in [0, 1], got {self.brightness}")
-        if not 0.0 <= self.hue <= 0.5:
-            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
-        for name in ("contrast", "saturation"):
-            low, high = getattr(self, name)
-            if not 0.0 <= low <= high:
-                raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)}")
-
-
-def check_shift(shift, name: str = "shift") -> None:
-    """The random shift is a whole number of pixels >= 0; ``name`` is how the caller's setting is called."""
-    if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0:
-        raise ValueError(f"{name} must be an int >= 0 (pixels), got {shift!r}")
+from .augment_config import AugmentConfig
 
 
 def augment_image(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:

@@ -10,12 +10,13 @@ demonstrations record, ``robosteer.data.schema.STATE_NAMES``; decimetres, mean s
 It is used only while pretraining. The read-out lives in a submodule of the policy during
 training (so it trains, checkpoints and resumes with everything else) and is removed before
 the final policy is saved: the shipped checkpoint is a plain OpenVLA-architecture model
-whose inputs are still only the image, the instruction and the proprio vector.
+whose inputs are still only the image, the instruction and the proprio vector
+(``FullWithoutReadout``: the ``full`` strategy that saves the policy without it).
 
 Usage::
 
     with StateTargets.attached(vla, weight=1.0) as aux:
-        train(vla, frames, FullStrategy(), config, auxiliary=aux)
+        train(vla, frames, FullWithoutReadout(), config, auxiliary=aux)
     StateTargets.detach(vla)
 """
 
@@ -31,6 +32,7 @@ from torch import nn
 from ..data.frames import Frame
 from ..models.sequence import predicting_text
 from ..models.vla import IGNORE_INDEX
+from .strategies.base import FullStrategy
 
 HEAD = "aux_state_head"  # submodule name of the read-out while training
 STATE_DIM = 6  # target xyz, goal xyz
@@ -96,3 +98,11 @@ class StateTargets:
         err = ((pred - target) ** 2).mean(dim=-1)  # (B, L-1)
         self._hidden = None
         return self.weight * err[keep].mean()
+
+
+class FullWithoutReadout(FullStrategy):
+    """``full``, but the final policy is saved without the auxiliary read-out (a training device only)."""
+
+    def save(self, vla, directory):
+        StateTargets.detach(vla)
+        return super().save(vla, directory)

@@ -33,11 +33,7 @@ class BatchBuilder:
     """Turns frames into padded training batches for one model: ``BatchBuilder(vla).collate(frames)``."""
 
     def __init__(self, vla: Any, unnorm_key: str | None = None, augment: AugmentConfig | None = None) -> None:
-        if vla.tokenizer is None:
-            raise ValueError("building training examples needs the model's tokenizer (vla.tokenizer is None)")
-        self.sequence = SequenceBuilder(vla, unnorm_key, eos=True)
-        self.vla = vla
-        self.unnorm_key = unnorm_key
+        self.sequence = SequenceBuilder(vla, unnorm_key, eos=True)  # checks the tokenizer and the statistics
         self.augment = augment
 
     def length(self, frame: Any) -> int:

@@ -17,6 +17,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config_cli import field_default
+from .augment_config import AugmentConfig
+
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 MIXED_PRECISION: tuple[str, ...] = ("no", "bf16", "fp16")
 
@@ -47,11 +50,12 @@ class TrainConfig:
         "help": "write a checkpoint every this many steps (and at the last step)"})
     keep_checkpoints: int = field(default=1, metadata={"help": "how many of the newest checkpoints to keep"})
     augment: bool = field(default=True, metadata={"help": "OpenVLA's image augmentation (random crop, colour jitter)"})
-    augment_shift: int = field(default=0, metadata={
+    # the three augmentation ranges a run sets: defaults and checks are AugmentConfig's (one definition)
+    augment_shift: int = field(default=field_default(AugmentConfig, "shift"), metadata={
         "help": "random translation of up to this many pixels before the crop (0: off; not in OpenVLA)"})
-    augment_crop_scale: float = field(default=0.9, metadata={
+    augment_crop_scale: float = field(default=field_default(AugmentConfig, "crop_scale"), metadata={
         "help": "area kept by the random crop (1.0: no crop, keeps object positions exact)"})
-    augment_hue: float = field(default=0.05, metadata={
+    augment_hue: float = field(default=field_default(AugmentConfig, "hue"), metadata={
         "help": "hue shift range in turns (0: keep colours, e.g. when colour names the target)"})
     label_smoothing: float = field(default=0.0, metadata={
         "help": "Gaussian smoothing over neighbouring action bins, sigma in bins (0: off)"})
@@ -86,17 +90,19 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip!r}")
         if not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 1:
             raise ValueError(f"TrainConfig.keep_checkpoints must be >= 1, got {self.keep_checkpoints!r}")
-        from .augment import check_shift
-
-        check_shift(self.augment_shift, "TrainConfig.augment_shift")
-        if not 0.0 < self.augment_crop_scale <= 1.0 or not 0.0 <= self.augment_hue <= 0.5:
-            raise ValueError(f"TrainConfig needs augment_crop_scale in (0, 1] and augment_hue in [0, 0.5], got "
-                             f"{self.augment_crop_scale}, {self.augment_hue}")
+        try:  # AugmentConfig checks the ranges; its errors start with its field, which is ours without "augment_"
+            self.augmentation()
+        except ValueError as err:
+            raise ValueError(f"TrainConfig.augment_{err}") from None
         if self.label_smoothing < 0:
             raise ValueError(f"TrainConfig.label_smoothing must be >= 0, got {self.label_smoothing}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"TrainConfig.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+    def augmentation(self) -> AugmentConfig:
+        """The ``AugmentConfig`` of this run's ``augment_shift`` / ``augment_crop_scale`` / ``augment_hue``."""
+        return AugmentConfig(shift=self.augment_shift, crop_scale=self.augment_crop_scale, hue=self.augment_hue)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -105,13 +111,9 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def augment_config(cfg: TrainConfig):
+def augment_config(cfg: TrainConfig) -> AugmentConfig | None:
     """The image augmentation of a run, or None when it is off."""
-    from .augment import AugmentConfig
-
-    if not cfg.augment:
-        return None
-    return AugmentConfig(shift=cfg.augment_shift, crop_scale=cfg.augment_crop_scale, hue=cfg.augment_hue)
+    return cfg.augmentation() if cfg.augment else None
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:

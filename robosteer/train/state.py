@@ -1,7 +1,7 @@
 """Training checkpoints for exact resumption: trainable weights, optimizer, scheduler and RNG states.
 
 A checkpoint is a folder ``<out>/checkpoints/step-0000120/`` built aside and swapped in
-atomically (``models.checkpoint_io.atomic_directory``), so the latest complete folder is
+atomically (``robosteer.files.atomic_directory``), so the latest complete folder is
 always a good one. Nothing in it is pickled:
 
 - ``trainable.safetensors``: every parameter with ``requires_grad`` (by module path);

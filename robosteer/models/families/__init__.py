@@ -2,15 +2,16 @@
 
 A model reaches its family through ``vla.family`` (a :class:`Family`), and the rest of
 robosteer asks the model, never a family module: ``vla.tower_modules()`` (hooks, head
-deltas, interop), ``vla.unused_modules()`` (LoRA targeting) and ``vla.head_layout``
-(derived from the towers by :func:`head_layout`).
+deltas, interop), ``vla.unused_modules()`` and ``vla.family.output_modules(vla)`` (LoRA
+targeting) and ``vla.head_layout`` (derived from the towers by :func:`head_layout`).
 
 Adding a family is one mapping file plus its towers:
 
 1. ``families/<name>.py`` with ``tower_modules(model) -> {tower: TowerModules}`` (one entry
-   per tower: block list, attention / projection attribute names, head geometry) and
-   ``unused_modules(model) -> [module path]``, and ``FAMILY = Family(name, tower_modules,
-   unused_modules)``, as ``openvla.py`` does;
+   per tower: block list, attention / projection attribute names, head geometry),
+   ``unused_modules(model) -> [module path]`` and ``output_modules(model) -> [module]`` (the
+   output embedding, which LoRA leaves out), and ``FAMILY = Family(name, tower_modules,
+   unused_modules, output_modules)``, as ``openvla.py`` does;
 2. its line in ``FAMILIES`` below;
 3. the model class sets ``family = get_family("<name>")`` and defines ``tower_modules()`` /
    ``unused_modules()`` through it (``models/vla.py``).

@@ -1,5 +1,5 @@
 """What a model family tells the rest of robosteer: its towers' attention (``TowerModules``),
-the modules that never run, and the head layout derived from the towers (``Family``)."""
+the modules that never run, its output embedding, and the head layout derived from the towers (``Family``)."""
 
 from __future__ import annotations
 
@@ -67,10 +67,12 @@ class Family:
 
     ``tower_modules(model)`` maps tower names ("llm", "dino", ...) to their ``TowerModules``, in
     model order; ``unused_modules(model)`` lists module paths whose weights load but never change
-    an output (LoRA does not target them). The head layout follows from the towers
-    (:func:`head_layout`).
+    an output (LoRA does not target them); ``output_modules(model)`` lists the output-embedding
+    modules (``lm_head``), which LoRA's "all-linear" leaves out as peft does for a ``PreTrainedModel``.
+    The head layout follows from the towers (:func:`head_layout`).
     """
 
     name: str
     tower_modules: Callable[[nn.Module], dict[str, TowerModules]]
     unused_modules: Callable[[nn.Module], list[str]]
+    output_modules: Callable[[nn.Module], list[nn.Module]]

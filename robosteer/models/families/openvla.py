@@ -45,4 +45,10 @@ def unused_modules(vla) -> list[str]:
     return out
 
 
-FAMILY = Family(name="openvla", tower_modules=tower_modules, unused_modules=unused_modules)
+def output_modules(vla) -> list:
+    """The output embedding (the Llama's ``lm_head``), which LoRA's "all-linear" leaves out."""
+    return [vla.language_model.get_output_embeddings()]
+
+
+FAMILY = Family(name="openvla", tower_modules=tower_modules, unused_modules=unused_modules,
+                output_modules=output_modules)

@@ -34,9 +34,9 @@ from .lora_config import ALL_LINEAR, LoraSettings
 def all_linear_targets(vla: nn.Module) -> list[str]:
     """``all_linear_targets(vla)`` -> module paths of every ``nn.Linear`` that runs, except ``lm_head``."""
     skip = [f"{path}." for path in vla.unused_modules()]  # blocks after the feature layer, SigLIP's attn_pool
-    output = vla.language_model.get_output_embeddings()
+    outputs = vla.family.output_modules(vla)  # the output embedding (models/vla.py has no method for it)
     return [name for name, module in vla.named_modules()
-            if isinstance(module, nn.Linear) and module is not output
+            if isinstance(module, nn.Linear) and not any(module is output for output in outputs)
             and not any(f"{name}.".startswith(prefix) for prefix in skip)]
 
 
