@@ -19,6 +19,13 @@ FIXTURES = TESTS / "fixtures"
 EXPECTED_SHA256 = {
     "openvla-7b-config.json": "4ed784a168a780b7c554cd42bffea01bc663d0c9527520d04c3dd8611c295e69",
     "openvla-7b-keys.txt": "46195aed2b560c26f58691c9082d664efbe53f4de253e2aa351fe898ff2db422",
+    "openvla-oft-tiny-a/action_head--5000_checkpoint.safetensors": "5e152d2f61ace259f88c0933950e8d672ccfd34c698bcd022b5250d0b74c0181",
+    "openvla-oft-tiny-a/cases.json": "4b362db5870e75aab7f18414bf0ecff32b34ee6e8f52b84114a46217f96cde4c",
+    "openvla-oft-tiny-a/config.json": "0910e68bd3f65208ed15f499df76f3443909bfbbc632811acf93d536e09570a0",
+    "openvla-oft-tiny-a/dataset_statistics.json": "792d0862ec3e28273d559532e3a09d3b9b9eca568bf0d1b50c983f3d11d6706f",
+    "openvla-oft-tiny-a/expected.npz": "67a91a464ab2296b82d230e3ef456683a8bff7c9475eb6859b69449c6d6582b0",
+    "openvla-oft-tiny-a/model.safetensors": "6f555945c7a623d12be3e6371530b7381a2ff99a574796ab97aba9c0b066c91f",
+    "openvla-oft-tiny-a/proprio_projector--5000_checkpoint.safetensors": "03e70159a5fadd6d7726f3f0bd5d64433852002f366e8e9336ed4c6ab4002c49",
     "openvla-tiny-a/cases.json": "b118a274ee90f1ced5f36ef86e32eb0b3581e15c69bfcf16e10c28e0d422e663",
     "openvla-tiny-a/config.json": "c1a308984dec64606bceb0c82697a7450afb2fee917b9958db46f5f04d4ce07d",
     "openvla-tiny-a/dataset_statistics.json": "683771f560e510f7d765f9e7381652592e944576c2d54702f81119b4cb8e7ae3",

@@ -70,3 +70,17 @@ def test_record_errors(setup):
         record_heads(vla, frames, RecordConfig(towers=("vit",)), progress=False)
     with pytest.raises(ValueError, match="position must be one of"):
         RecordConfig(position="cls")
+
+
+def test_vision_heads_of_a_two_view_model_are_recorded_once_per_frame():
+    """A two-camera model's towers see B * V images; the recording keeps one row per frame (mean over views)."""
+    from .test_sequence import oft_frames, tiny_oft
+
+    vla, frames = tiny_oft(chunk=2), oft_frames(3, chunk=2)
+    for f in frames:
+        f.update(episode=0, step=0, keyframe=True)
+    acts = record_heads(vla, frames, RecordConfig(towers=("llm", "dino")), progress=False)
+    assert acts.acts["dino"].shape[0] == 3 and acts.acts["llm"].shape[0] == 3
+    other = [dict(f, views={"agentview": f["views"]["agentview"], "wrist": 255 - f["views"]["wrist"]}) for f in frames]
+    again = record_heads(vla, other, RecordConfig(towers=("dino",)), progress=False)
+    assert not torch.allclose(acts.acts["dino"], again.acts["dino"])  # the wrist view is part of the recording

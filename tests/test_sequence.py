@@ -176,3 +176,108 @@ def test_frame_errors_name_the_field():
         check_frame(frame, 0, action_dim=7, proprio_dim=0, chunk=2)
     with pytest.raises(ValueError, match="frame 1 lacks"):
         SequenceBuilder(tiny_vla(seed=0)).build([frame, {"image": frame.image}])
+
+
+def tiny_oft(chunk: int = 4):
+    """A tiny model with OpenVLA-OFT's switches on: two views, MLP proprio projector, a regression head."""
+    from robosteer.models.loading import build_vla_from_config
+    from robosteer.models.tiny import tiny_config
+
+    cfg, tok = tiny_config(proprio_dim=7)
+    cfg = cfg.replace(n_views=2, action_chunk=chunk, action_head="l1-regression", proprio_projector="mlp",
+                      normalization="bounds_q99")
+    return build_vla_from_config(cfg, tokenizer=tok, seed=3).eval()
+
+
+def oft_frames(n: int, chunk: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i, frame in enumerate(make_frames(n, 7, seed)):
+        wrist = rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)
+        frame.update(views={"agentview": frame["image"], "wrist": wrist}, action=rng.uniform(-0.9, 0.9, (chunk, 7)))
+        frames.append(frame)
+    return frames
+
+
+def test_a_parallel_decoding_model_gets_views_chunks_and_zero_action_slots():
+    torch.set_num_threads(1)
+    vla, frames = tiny_oft(chunk=4), oft_frames(3, chunk=4)
+    assert vla.n_prefix == 1 + 2 * 4 + 1 and vla.n_action_slots == 28
+    builder = SequenceBuilder(vla)  # n_views and chunk follow the model
+    assert (builder.n_views, builder.chunk, builder.n_actions, builder.eos) == (2, 4, 28, True)
+    batch = builder.build(frames)
+    assert tuple(batch.pixel_values.shape) == (3, 12, 28, 28) and tuple(batch.actions.shape) == (3, 4, 7)
+    # the targets: OFT's clipped bounds_q99 normalisation of each frame's chunk
+    from robosteer.models.action_heads import oft_normalize
+
+    stats = vla.norm_stats()["action"]
+    assert torch.equal(batch.actions[1], torch.as_tensor(oft_normalize(frames[1]["action"], stats, "bounds_q99"),
+                                                         dtype=torch.float32))
+    embeds, _ = vla.embed(batch.input_ids, batch.pixel_values, batch.attention_mask, batch.proprio)
+    for b in range(3):
+        n_text = int(batch.attention_mask[b].sum())
+        assert n_text == int(batch.prompt_lengths[b]) + 28 + 1
+        assert int(batch.input_ids[b, n_text - 1]) == vla.tokenizer.eos_token_id  # the stop token closes the slots
+        assert bool((embeds[b, batch.action_positions[b]] == 0).all())
+        assert int(batch.first_action[b]) == int(batch.action_positions[b, 0])
+        others = torch.ones(embeds.shape[1], dtype=torch.bool)
+        others[batch.action_positions[b]] = False
+        others[text_position(n_text, vla.n_prefix):] = False  # padding
+        assert bool((embeds[b, others] != 0).any(dim=-1).all())
+    # the views are the frames' images, in camera order (view 0's channels first)
+    assert torch.equal(batch.pixel_values[0, 6:], vla.processor([frames[0]["views"]["wrist"]])[0])
+    # one pass over the padded batch: each row's chunk is the chunk predicted for that row alone
+    with torch.no_grad():
+        out = vla(**batch.model_inputs(), output_hidden_states=True)
+        for b in range(3):
+            prompt = batch.input_ids[b:b + 1, :int(batch.prompt_lengths[b])]
+            alone = vla.predict_chunk(prompt, batch.pixel_values[b:b + 1], batch.proprio[b:b + 1])
+            read = out.hidden_states[-1][b, batch.predicting(batch.action_positions[b])]
+            torch.testing.assert_close(read, alone.hidden[0], rtol=1e-5, atol=1e-5)
+            assert alone.actions.shape == (1, 4, 7)
+
+
+def test_training_and_recording_batches_on_a_parallel_decoding_model():
+    from robosteer.circuits.record import RecordConfig, record_heads
+
+    torch.set_num_threads(1)
+    vla, frames = tiny_oft(chunk=2), oft_frames(4, chunk=2)
+    batch = BatchBuilder(vla).collate(frames)
+    assert tuple(batch.action_positions.shape) == (4, 14) and batch.actions is not None
+    acts = record_heads(vla, frames, RecordConfig(towers=("llm",), position="first_action", keyframes_only=False),
+                        progress=False)
+    z = acts.acts["llm"]  # (N, L, H, D) at the first action slot
+    assert tuple(z.shape[:3]) == (4, 2, 4)
+    seq = SequenceBuilder(vla).build(frames)
+    _, cache = vla.run_with_cache(**seq.model_inputs(), names_filter="llm.blocks.1.attn.hook_z")
+    rows = torch.arange(4)
+    torch.testing.assert_close(z[:, 1], cache["llm.blocks.1.attn.hook_z"][rows, seq.first_action].float())
+    with pytest.raises(ValueError, match="chunks of 2 actions"):
+        SequenceBuilder(vla, chunk=1)
+    with pytest.raises(ValueError, match="frame 0 has 1 camera view"):
+        SequenceBuilder(vla).build([{k: v for k, v in frames[0].items() if k != "views"}])
+
+
+def test_the_l1_loss_reads_the_positions_before_the_slots_and_trains():
+    from robosteer.models.action_heads import chunk_from_batch, l1_action_loss
+
+    torch.manual_seed(0)
+    vla, frames = tiny_oft(chunk=2), oft_frames(3, chunk=2)
+    batch = SequenceBuilder(vla).build(frames)
+    with torch.no_grad():
+        chunks = chunk_from_batch(vla, batch)
+        for b in range(3):
+            prompt = batch.input_ids[b:b + 1, :int(batch.prompt_lengths[b])]
+            alone = vla.predict_chunk(prompt, batch.pixel_values[b:b + 1], batch.proprio[b:b + 1]).normalized[0]
+            torch.testing.assert_close(chunks[b], alone, rtol=1e-5, atol=1e-5)
+    vla.train()
+    optimizer = torch.optim.Adam(vla.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(5):
+        loss = l1_action_loss(vla, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert vla.action_head.model.fc1.weight.grad is not None and vla.proprio_projector.fc1.weight.grad is not None
+    assert losses[-1] < losses[0]

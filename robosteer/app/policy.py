@@ -16,7 +16,6 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,33 +29,53 @@ POLICY_FORMAT = "robosteer.policy"
 
 
 class VLAPolicy:
-    """Closed-loop wrapper around an ``OpenVLA``; stateless between steps."""
+    """Closed-loop wrapper around an ``OpenVLA``: one action per call.
 
-    def __init__(self, vla, unnorm_key: str | None = None) -> None:
+    A token model (and a chunk of K = 1) is Markovian: each call is one forward pass. A model that
+    predicts chunks of K actions in one pass runs open loop on the first ``execute`` actions of each
+    chunk (all K by default, as OpenVLA-OFT executes them), then predicts the next chunk; ``reset``
+    drops what is left of a chunk at the start of an episode. ``forward_passes`` counts the model calls.
+    """
+
+    def __init__(self, vla, unnorm_key: str | None = None, execute: int | None = None) -> None:
         self.vla = vla.eval()
         self.unnorm_key = unnorm_key
+        chunk = int(getattr(vla.config, "action_chunk", 1))
+        if execute is not None and not 1 <= execute <= chunk:
+            raise ValueError(f"execute={execute}: the policy predicts chunks of {chunk} action(s); execute 1 .. {chunk}")
+        self.execute = chunk if execute is None else int(execute)
+        self.forward_passes = 0
+        self._queue: list[np.ndarray] = []
 
     def reset(self) -> None:
-        """Called at the start of an episode (nothing to clear: the policy is Markovian)."""
+        """Called at the start of an episode: forget the rest of the current chunk."""
+        self._queue.clear()
 
     def __call__(self, image: np.ndarray, instruction: str, proprio: Any = None) -> np.ndarray:
         import torch
 
+        if self._queue:
+            return self._queue.pop(0)
         proprio = proprio if self.vla.config.proprio_dim else None
         with torch.no_grad():
-            action = self.vla.predict_action(image, instruction, proprio=proprio, unnorm_key=self.unnorm_key)
-        return np.asarray(action, dtype=np.float32)
+            action = np.asarray(self.vla.predict_action(image, instruction, proprio=proprio, unnorm_key=self.unnorm_key),
+                                dtype=np.float32)
+        self.forward_passes += 1
+        if action.ndim == 1:  # a token model: one action
+            return action
+        self._queue = list(action[1:self.execute])  # (K, A): run the first `execute` actions open loop
+        return action[0]
 
 
 def write_policy_file(path: str | Path, base: str | Path, adapter: str | Path | None = None) -> Path:
     """Write ``policy.json`` naming a base checkpoint and an optional adapter (paths relative to the file)."""
-    from robosteer.files import atomic_write_text
+    from robosteer.files import write_json_atomic
 
     path = Path(path)
     rel = (lambda p: None if p is None else os.path.relpath(Path(p).resolve(), path.parent.resolve()))
     spec = {"format": POLICY_FORMAT, "base": str(base) if str(base) == "default" else rel(base),
             "adapter": rel(adapter)}
-    return atomic_write_text(path, json.dumps(spec, indent=2))
+    return write_json_atomic(path, spec, newline=False)
 
 
 def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key: str | None = None):

@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +35,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..config_cli import field_default
 from ..data.frames import Frame
 from ..models.sequence import ModelBatch, SequenceBuilder
 from ..sites import Head, HeadLayout, HookSite, hook_name
-from .config import POSITIONS
+from .config import POSITIONS, DiscoverConfig
 from .record_stream import FORMAT_VERSION, STORAGE, HeadActivationsWriter, read_streamed
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RecordConfig:
-    towers: tuple[str, ...] = ("llm",)  # which towers' heads to record
-    position: str = "first_action"  # LLM token position, one of POSITIONS
-    keyframes_only: bool = True  # only frames flagged ``keyframe`` (all frames when none are flagged)
+    """What to record; ``towers``, ``position`` and ``keyframes_only`` default to discovery's (``DiscoverConfig``)."""
+
+    towers: tuple[str, ...] = field_default(DiscoverConfig, "towers")  # which towers' heads to record
+    position: str = field_default(DiscoverConfig, "position")  # LLM token position, one of POSITIONS
+    # only frames flagged ``keyframe`` (all frames when none are flagged)
+    keyframes_only: bool = field_default(DiscoverConfig, "keyframes_only")
     batch_size: int = 16
     unnorm_key: str | None = None  # dataset statistics used to tokenize the demonstrated action
 
@@ -98,7 +101,7 @@ class HeadActivations:
     # --- files ----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """One safetensors file (activations + targets) and ``index.json`` (metadata), atomically."""
-        from ..files import atomic_write_text, save_safetensors_atomic
+        from ..files import save_safetensors_atomic, write_json_atomic
 
         directory = Path(directory)
         tensors = {f"acts.{t}": x.contiguous() for t, x in self.acts.items()}
@@ -108,7 +111,7 @@ class HeadActivations:
         save_safetensors_atomic(tensors, directory / "activations.safetensors")
         meta = {"format_version": FORMAT_VERSION, "layout": self.layout.to_dict(), "position": self.position,
                 "fingerprint": self.fingerprint, "towers": list(self.acts), "instructions": self.instructions}
-        atomic_write_text(directory / "index.json", json.dumps(meta, indent=2))
+        write_json_atomic(directory / "index.json", meta, newline=False)
         return directory
 
     @classmethod
@@ -208,7 +211,9 @@ def _pick(z: torch.Tensor, tower: str, seq: ModelBatch, position: str, vla) -> t
     """(B, L, S, H, D) -> (B, L, H, D) at the configured position."""
     if tower != "llm":
         n_prefix = next(t for t in vla.config.towers if t.kind == tower).n_prefix_tokens
-        return z[:, :, n_prefix:].mean(dim=2)  # mean over the tower's patch tokens
+        patches = z[:, :, n_prefix:].mean(dim=2)  # mean over the tower's patch tokens: (B * V, L, H, D)
+        views = patches.shape[0] // len(seq)  # a tower sees each observation's V camera views (observation-major)
+        return patches.reshape(len(seq), views, *patches.shape[1:]).mean(dim=1)  # mean over the views
     rows = torch.arange(z.shape[0])
     if position == "first_action":
         return z[rows, :, seq.first_action]

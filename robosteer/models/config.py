@@ -6,8 +6,11 @@ vision towers are named there by timm ids, which map to the known sizes below;
 tiny test models give sizes explicitly through ``timm_override_kwargs`` (the
 fixture convention) so that a file written here still reads as an OpenVLA
 config. Fields that only robosteer knows (a proprio token, the prompt-suffix
-token of a non-Llama tokenizer) live under the ``"robosteer"`` key and are
-absent for real checkpoints.
+token of a non-Llama tokenizer, the OpenVLA-OFT switches ``n_views``,
+``proprio_projector``, ``action_chunk``, ``action_head``, ``action_head_blocks`` and
+``normalization``) live under the ``"robosteer"`` key, only when they differ from
+their defaults, and are absent for real checkpoints (an OFT folder's switches come
+from its head files and ``load_vla(..., overrides=...)``).
 
 Usage::
 
@@ -67,6 +70,10 @@ LLAMA_440_DEFAULTS: dict[str, Any] = dict(
 )
 
 PROJECTORS = ("fused-gelu-mlp", "gelu-mlp", "linear")
+# OpenVLA-OFT's extensions (models/action_heads.py): the action head, the proprio projector, the normalisation.
+ACTION_HEADS = ("tokens", "l1-regression")  # tokens: OpenVLA's 256 bins; l1-regression: OFT's MLPResNet head
+PROPRIO_PROJECTORS = ("linear", "mlp")  # linear: robosteer's proprio token; mlp: OFT's fc1 GELU fc2
+NORMALIZATIONS = ("openvla", "bounds_q99", "bounds")  # openvla: q01/q99 as OpenVLA; OFT's q01/q99 or min/max (+1e-8)
 RESIZE_STRATEGIES = ("resize-naive",)
 
 
@@ -181,6 +188,13 @@ class VLAConfig:
     norm_stats: dict[str, Any] = field(default_factory=dict)
     torch_dtype: str = "bfloat16"
     hf_extra: dict[str, Any] = field(default_factory=dict)  # other config.json fields, kept for round trips
+    # OpenVLA-OFT switches, all off for OpenVLA checkpoints (models/action_heads.py):
+    n_views: int = 1  # images per observation (OFT's num_images_in_input), patches concatenated in view order
+    proprio_projector: str = "linear"  # with proprio_dim > 0: "linear" (robosteer) or "mlp" (OFT's ProprioProjector)
+    action_chunk: int = 1  # K actions per forward pass (OFT's NUM_ACTIONS_CHUNK); K > 1 needs a regression head
+    action_head: str = "tokens"  # "l1-regression": K*A empty action slots + stop token, bidirectional attention
+    action_head_blocks: int = 2  # MLPResNet blocks of the l1-regression head
+    normalization: str = "openvla"  # how actions/proprio are (un)normalised: "openvla", or OFT's "bounds_q99"/"bounds"
 
     def __post_init__(self) -> None:
         if not self.towers or len(self.towers) > 2:
@@ -204,6 +218,25 @@ class VLAConfig:
         kw = self.llama_kwargs()
         if kw["hidden_size"] % kw["num_attention_heads"]:
             raise ValueError(f"LLM hidden_size {kw['hidden_size']} is not divisible by {kw['num_attention_heads']} heads")
+        self._check_oft_fields()
+
+    def _check_oft_fields(self) -> None:
+        for name, allowed in (("action_head", ACTION_HEADS), ("proprio_projector", PROPRIO_PROJECTORS),
+                              ("normalization", NORMALIZATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"VLAConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name, low in (("n_views", 1), ("action_chunk", 1), ("action_head_blocks", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"VLAConfig.{name} must be an integer >= {low}, got {value!r}")
+        if self.action_chunk > 1 and not self.parallel_decoding:
+            raise ValueError(f"VLAConfig.action_chunk={self.action_chunk} needs action_head='l1-regression' "
+                             "(token actions are decoded one per step)")
+
+    @property
+    def parallel_decoding(self) -> bool:
+        """OFT's layout: empty action slots + stop token after the prompt, all attending to each other."""
+        return self.action_head != "tokens"
 
     # --- derived sizes -------------------------------------------------------------------
     @property
@@ -256,6 +289,9 @@ class VLAConfig:
             timm_ids = timm_ids[:1]
         sizes = d.get("image_sizes") or [224] * len(timm_ids)
         overrides = d.get("timm_override_kwargs") or [{}] * len(timm_ids)
+        if "timm_override_kwargs" not in d and isinstance(d.get("fixture_timm_overrides"), dict):
+            # the OpenVLA-OFT reference fixture's form of the same sizes: {timm id: kwargs}
+            overrides = [d["fixture_timm_overrides"].get(tid, {}) for tid in timm_ids]
         acts = d.get("timm_override_act_layers") or [None] * len(timm_ids)
         if any(a not in (None, "gelu") for a in acts):
             raise ValueError(f"timm_override_act_layers {acts} are not supported (OpenVLA uses exact GELU)")
@@ -274,6 +310,7 @@ class VLAConfig:
             pad_token_id=int(d.get("pad_token_id", text.get("pad_token_id", 32000))),
             prompt_suffix_token_id=extras.get("prompt_suffix_token_id", LLAMA2_PROMPT_SUFFIX_ID),
             proprio_dim=int(extras.get("proprio_dim", 0)),
+            **{name: extras[name] for name in _OFT_FIELDS if name in extras},
             resize_strategy=d.get("image_resize_strategy", "resize-naive"),
             norm_stats=d.get("norm_stats") or {},
             torch_dtype=str(d.get("torch_dtype", "bfloat16")),
@@ -315,9 +352,14 @@ class VLAConfig:
             extras["prompt_suffix_token_id"] = self.prompt_suffix_token_id
         if self.proprio_dim:
             extras["proprio_dim"] = self.proprio_dim
+        defaults = VLAConfig.__dataclass_fields__
+        extras.update({name: getattr(self, name) for name in _OFT_FIELDS if getattr(self, name) != defaults[name].default})
         if extras:
             d["robosteer"] = extras
         return dict(sorted(d.items()))
+
+
+_OFT_FIELDS = ("n_views", "proprio_projector", "action_chunk", "action_head", "action_head_blocks", "normalization")
 
 
 def _default_timm_id(kind: str) -> str:

@@ -11,6 +11,14 @@ Usage::
     vla = load_vla("tests/fixtures/tiny", dtype=torch.float32)
     meta = build_vla_from_config("openvla-7b-config.json", device="meta")
     vla.save_pretrained("out/")                                     # same format, bit-exact
+    oft = load_vla("openvla-oft-folder", overrides={"n_views": 2, "action_chunk": 8})  # OpenVLA-OFT
+
+An OpenVLA-OFT folder also holds ``action_head--<step>_checkpoint.safetensors`` and
+``proprio_projector--<step>_checkpoint.safetensors`` (OFT's DDP ``module.`` prefix is stripped);
+their presence switches the config to the regression head / MLP proprio projector (sizes read from
+the files). OFT keeps the chunk size and the number of images outside ``config.json``, so such a
+folder needs ``overrides={"action_chunk": K}`` (and ``"n_views"`` when not 1); a folder that robosteer
+wrote has them in ``config.json``. The ``.pt`` pickles are read only with ``allow_pickle=True``.
 
 Saving is in ``saving.py`` (``save_vla``).
 """
@@ -26,7 +34,9 @@ from torch import nn
 
 from ..files import read_json
 from .assets import default_checkpoint_dir
+from .action_heads import ACTION_HEAD_GLOB, PROPRIO_PROJECTOR_GLOB, strip_module_prefix
 from .checkpoint_io import iter_tensors, read_checkpoint_header, weight_files
+from .saving import separate_modules
 from .config import VLAConfig
 from .vla import OpenVLA, build_llama_config
 
@@ -91,12 +101,13 @@ def init_vision_weights(vla: OpenVLA) -> None:
 
 
 def load_vla(path: str | Path, dtype: Any = None, device: Any = None, allow_pickle: bool = False,
-             load_tokenizer: bool = True) -> OpenVLA:
+             load_tokenizer: bool = True, overrides: dict[str, Any] | None = None) -> OpenVLA:
     """``load_vla("path/to/checkpoint")`` -> ``OpenVLA`` with the checkpoint's weights.
 
     ``path`` is a local HF-format OpenVLA folder (``config.json`` + safetensors, optional
     ``dataset_statistics.json`` and tokenizer files), or ``"default"`` for robosteer's own small
-    Franka policy. ``dtype=None`` keeps the stored dtype. Nothing is downloaded.
+    Franka policy. ``dtype=None`` keeps the stored dtype. Nothing is downloaded. ``overrides`` changes
+    config fields before the model is built (an OpenVLA-OFT folder's ``action_chunk`` and ``n_views``).
     """
     if str(path) == "default":
         path = default_checkpoint_dir()
@@ -109,6 +120,8 @@ def load_vla(path: str | Path, dtype: Any = None, device: Any = None, allow_pick
         stats = read_json(stats_path, "dataset statistics")
         if stats != cfg.norm_stats:
             cfg = cfg.replace(norm_stats=stats)
+    extra_files = oft_head_files(directory, allow_pickle)
+    cfg = _oft_config(cfg, extra_files, overrides or {}, directory)
     dtype = _as_dtype(dtype)
     device = torch.device(device) if device is not None else torch.device("cpu")
 
@@ -116,11 +129,23 @@ def load_vla(path: str | Path, dtype: Any = None, device: Any = None, allow_pick
     header = read_checkpoint_header(files)
     vla = build_vla_from_config(cfg, device="meta")
     expected = {k: tuple(v.shape) for k, v in vla.state_dict().items()}
-    check_keys(expected, {k: v[0] for k, v in header.items()}, where=str(directory))
+    separate = {k: v for k, v in expected.items() if k.split(".")[0] in separate_modules(cfg)}
+    main = {k: v for k, v in expected.items() if k not in separate}
+    check_keys(main, {k: v[0] for k, v in header.items()}, where=str(directory))
+    sources = [(file, "") for file in files]
+    absent = [m for m in separate_modules(cfg) if m not in extra_files]
+    if absent:
+        raise ValueError(f"{directory}: the config has an OpenVLA-OFT {absent[0]} but the folder has no "
+                         f"{absent[0]}--<step>_checkpoint.safetensors")
+    for module, file in extra_files.items():
+        found = {f"{module}.{k}": v[0] for k, v in strip_module_prefix(read_checkpoint_header([file])).items()}
+        check_keys({k: v for k, v in separate.items() if k.startswith(module + ".")}, found, where=str(file))
+        sources.append((file, module + "."))
 
     params = dict(vla.named_parameters())
-    for file in files:
+    for file, prefix in sources:
         for key, tensor in iter_tensors(file, device=str(device) if device.type != "meta" else "cpu"):
+            key = prefix + key.removeprefix("module.") if prefix else key
             if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
                 tensor = tensor.to(dtype)
             _assign(vla, key, tensor, requires_grad=params[key].requires_grad)
@@ -133,6 +158,49 @@ def load_vla(path: str | Path, dtype: Any = None, device: Any = None, allow_pick
         vla.tokenizer = load_tokenizer_from(directory)
     vla.eval()
     return vla
+
+
+def oft_head_files(directory: Path, allow_pickle: bool = False) -> dict[str, Path]:
+    """``{"action_head": file, "proprio_projector": file}`` for the OFT head files present in ``directory``."""
+    out = {}
+    for module, pattern in (("action_head", ACTION_HEAD_GLOB), ("proprio_projector", PROPRIO_PROJECTOR_GLOB)):
+        found = sorted(directory.glob(pattern))
+        if not found:
+            pickles = sorted(directory.glob(pattern.replace(".safetensors", ".pt")))
+            if pickles and not allow_pickle:
+                raise ValueError(f"{directory} holds {module} weights only as a pickle ({pickles[0].name}); robosteer "
+                                 "loads safetensors by default because pickle files can run code. If you trust it, pass "
+                                 "allow_pickle=True (read with torch.load(weights_only=True)), or convert it.")
+            found = pickles
+        if len(found) > 1:
+            raise ValueError(f"{directory} has several {module} checkpoints {[p.name for p in found]}; keep one")
+        if found:
+            out[module] = found[0]
+    return out
+
+
+def _oft_config(cfg: VLAConfig, files: dict[str, Path], overrides: dict[str, Any], directory: Path) -> VLAConfig:
+    """The config with ``overrides`` applied and the OFT switches that the head files imply."""
+    known = set(VLAConfig.__dataclass_fields__)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown config override(s) {unknown}; VLAConfig fields: {sorted(known)}")
+    changes = dict(overrides)
+    if "action_head" in files and cfg.action_head == "tokens" and "action_head" not in overrides:
+        keys = strip_module_prefix(read_checkpoint_header([files["action_head"]]))
+        blocks = {k.split(".")[2] for k in keys if k.startswith("model.mlp_resnet_blocks.")}
+        changes.update(action_head="l1-regression", action_head_blocks=len(blocks))
+        changes.setdefault("normalization", "bounds_q99")  # OFT's LIBERO / Bridge platforms
+        if "action_chunk" not in overrides:
+            raise ValueError(f"{directory} is an OpenVLA-OFT checkpoint ({files['action_head'].name}); its chunk size is "
+                             "not in config.json: pass overrides={'action_chunk': K} (OFT's NUM_ACTIONS_CHUNK, "
+                             "e.g. 8 for LIBERO) and 'n_views' when it takes more than one image")
+    if "proprio_projector" in files and not cfg.proprio_dim and "proprio_dim" not in overrides:
+        shapes = strip_module_prefix(read_checkpoint_header([files["proprio_projector"]]))
+        if "fc1.weight" not in shapes:
+            raise ValueError(f"{files['proprio_projector']} has no fc1.weight (OFT's ProprioProjector)")
+        changes.update(proprio_dim=int(shapes["fc1.weight"][0][1]), proprio_projector="mlp")
+    return cfg.replace(**changes) if changes else cfg
 
 
 def check_keys(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], where: str) -> None:

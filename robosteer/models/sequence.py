@@ -17,8 +17,13 @@ and the logit that predicts a token sits one position before it (:meth:`ModelBat
 That rule is written here only.
 
 Several images per observation (``n_views``) and K actions per step (``chunk``) are parameters
-of the builder; the OpenVLA model takes one image and one action per step, so both must be 1
-for now (the builder says so clearly otherwise).
+of the builder and default to the model's (``vla.config.n_views`` / ``action_chunk``); an OpenVLA
+model takes one image and one action per step, so there both must be 1 (the builder says so
+clearly otherwise). An OpenVLA-OFT model (``vla.config.parallel_decoding``) takes
+``Frame.images`` (every view, in camera order) and always gets the stop token after its K*A
+action positions (``eos`` is on): there the action positions are the slots whose input embeddings
+the model zeroes, the head reads the positions one before them (:meth:`ModelBatch.predicting`),
+and ``ModelBatch.actions`` holds the normalised continuous targets (B, K, A) of its L1 loss.
 
 Usage::
 
@@ -37,6 +42,7 @@ import numpy as np
 import torch
 
 from ..data.frames import Frame, check_frame
+from .action_heads import oft_normalize
 from .action_tokenizer import normalize
 from .vla import IGNORE_INDEX
 
@@ -69,6 +75,7 @@ class ModelBatch:
     prompt_lengths: torch.Tensor  # (B,) long: text tokens of each prompt (BOS ... suffix token)
     n_prefix: int  # positions before text token 1: BOS + patches (+ proprio), ``vla.n_prefix``
     n_actions: int  # action tokens per example: chunk * action_dim
+    actions: torch.Tensor | None = None  # (B, K, A) float32 normalised targets (regression-head models only)
 
     def to(self, device: torch.device | str) -> "ModelBatch":
         """``batch.to("cuda")``: the same batch on another device."""
@@ -130,22 +137,30 @@ class ModelBatch:
 class SequenceBuilder:
     """Frames -> :class:`ModelBatch` for one model: ``SequenceBuilder(vla, eos=True).build(frames)``."""
 
-    def __init__(self, vla: Any, unnorm_key: str | None = None, *, eos: bool = False, n_views: int = 1,
-                 chunk: int = 1) -> None:
+    def __init__(self, vla: Any, unnorm_key: str | None = None, *, eos: bool = False, n_views: int | None = None,
+                 chunk: int | None = None) -> None:
+        model_views, model_chunk = int(vla.config.n_views), int(vla.config.action_chunk)
+        n_views = model_views if n_views is None else n_views
+        chunk = model_chunk if chunk is None else chunk
         for name, value in (("n_views", n_views), ("chunk", chunk)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if n_views != 1:
-            raise ValueError(f"n_views={n_views}: this model takes one image per observation; "
-                             "multi-view inputs need a model family that supports them")
-        if chunk != 1:
-            raise ValueError(f"chunk={chunk}: this model predicts one action per step; "
-                             "action chunks need a model family that supports them")
+        if n_views != model_views:
+            if model_views == 1:
+                raise ValueError(f"n_views={n_views}: this model takes one image per observation; "
+                                 "multi-view inputs need a model family that supports them")
+            raise ValueError(f"n_views={n_views}: this model takes {model_views} images per observation (config n_views)")
+        if chunk != model_chunk:
+            if model_chunk == 1:
+                raise ValueError(f"chunk={chunk}: this model predicts one action per step; "
+                                 "action chunks need a model family that supports them")
+            raise ValueError(f"chunk={chunk}: this model predicts chunks of {model_chunk} actions (config action_chunk)")
+        self.parallel = bool(vla.config.parallel_decoding)
         if vla.tokenizer is None:
             raise ValueError("building model inputs needs the model's tokenizer (vla.tokenizer is None)")
         self.vla = vla
         self.unnorm_key = unnorm_key
-        self.eos = bool(eos)
+        self.eos = bool(eos) or self.parallel  # a parallel-decoding sequence always ends with the stop token
         self.n_views = n_views
         self.chunk = chunk
         self.action_stats = vla.norm_stats(unnorm_key)["action"]
@@ -206,14 +221,39 @@ class SequenceBuilder:
             input_ids[row, :n] = torch.tensor(prompt + target)
             labels[row, len(prompt):n] = torch.tensor(target)
             attention[row, :n] = 1
-        images = [np.asarray(f.image) for f in frames]  # one view per observation (n_views == 1)
-        if image_transform is not None:
-            images = [image_transform(image, row) for row, image in enumerate(images)]
+        if self.n_views == 1:
+            images = [np.asarray(f.image) for f in frames]  # one view per observation (n_views == 1)
+            if image_transform is not None:
+                images = [image_transform(image, row) for row, image in enumerate(images)]
+        else:
+            images = [self.views(f, row) for row, f in enumerate(frames)]
+            if image_transform is not None:
+                images = [[image_transform(view, row) for view in views] for row, views in enumerate(images)]
         pixel_values = self.vla.preprocess(images)
         proprio = None
         if self.proprio_dim:
             raw = np.stack([np.asarray(f.proprio, dtype=np.float64) for f in frames])  # (B, P)
             proprio = self.vla.normalize_proprio(raw, self.unnorm_key)
         prompt_lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
+        actions = None
+        if self.parallel:
+            actions = torch.stack([self.normalized_action(f.action) for f in frames])
         return ModelBatch(input_ids, attention, labels, pixel_values, proprio, prompt_lengths, self.n_prefix,
-                          self.n_actions)
+                          self.n_actions, actions)
+
+    def views(self, frame: Frame, row: int) -> list[np.ndarray]:
+        """Every camera view of a frame (``Frame.images``), checked against ``n_views``."""
+        views = [np.asarray(v) for v in frame.images]
+        if len(views) != self.n_views:
+            raise ValueError(f"frame {row} has {len(views)} camera view(s); this model takes {self.n_views} (n_views)")
+        return views
+
+    def normalized_action(self, action: Any) -> torch.Tensor:
+        """(K, A) float32: a raw action chunk normalised as the model normalises (the regression head's target)."""
+        raw = np.asarray(action, dtype=np.float64).reshape(self.chunk, self.action_dim)
+        kind = self.vla.config.normalization
+        if kind == "openvla":
+            values = normalize(raw, self.action_stats)
+        else:
+            values = oft_normalize(raw, self.action_stats, kind)
+        return torch.as_tensor(values, dtype=torch.float32)

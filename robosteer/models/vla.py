@@ -11,6 +11,14 @@ The projected patches are inserted right after BOS (then an optional proprio tok
 a robosteer extension that is off for OpenVLA checkpoints), and the LLM runs causal
 attention over the whole multimodal sequence.
 
+OpenVLA-OFT's extensions are config switches, off by default (``models/action_heads.py``):
+``n_views`` images per observation (6 channels each, patches of view 0, then view 1, ...),
+``proprio_projector="mlp"``, and ``action_head="l1-regression"`` with ``action_chunk`` K: the prompt
+is followed by K*A zero-embedding action slots and the stop token, attention is bidirectional over
+the whole sequence, and the head reads the final hidden states at the K*A positions *before* the
+slots' ends, ``[last prompt token, +K*A)``, as OFT's code does (it is the next-token shift that OFT
+also trains with: hidden state i goes with slot i + 1).
+
 Usage::
 
     vla = robosteer.load_vla("path/to/openvla-7b", dtype=torch.bfloat16)
@@ -32,6 +40,16 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ..hooks import HookedModelMixin
 from ..sites import HeadLayout
+from .action_heads import (
+    ChunkPrediction,
+    L1RegressionActionHead,
+    ProprioProjector,
+    action_slot_mask,
+    bidirectional_mask,
+    oft_normalize,
+    predict_chunk,
+    preprocess_views,
+)
 from .action_tokenizer import ActionTokenizer, normalize, unnormalize
 from .config import VLAConfig
 from .constants import PROMPT_TEMPLATE
@@ -49,6 +67,7 @@ class VisionBackbone(nn.Module):
 
     def __init__(self, cfg: VLAConfig) -> None:
         super().__init__()
+        self.n_views = cfg.n_views
         self.featurizer = VisionTransformer(cfg.towers[0])
         if len(cfg.towers) == 2:
             self.fused_featurizer = VisionTransformer(cfg.towers[1])
@@ -56,7 +75,15 @@ class VisionBackbone(nn.Module):
     def towers(self) -> list[VisionTransformer]:
         return [self.featurizer] + ([self.fused_featurizer] if hasattr(self, "fused_featurizer") else [])
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, 3T, S, S) -> (B, N, sum(D))
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, 3T V, S, S) -> (B, V N, sum(D))
+        if self.n_views > 1:  # OFT: each view's 3T channels through the same towers, patches in view order
+            b, c, size = pixel_values.shape[0], pixel_values.shape[1] // self.n_views, pixel_values.shape[-1]
+            # one tower call over B * V images (observation-major), so a tower's hook sites see every view once
+            patches = self._one_view(pixel_values.reshape(b * self.n_views, c, size, size))  # (B V, N, D)
+            return patches.reshape(b, -1, patches.shape[-1])
+        return self._one_view(pixel_values)
+
+    def _one_view(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, 3T, S, S) -> (B, N, sum(D))
         chunks = torch.split(pixel_values, 3, dim=1)
         return torch.cat([tower(x) for tower, x in zip(self.towers(), chunks)], dim=2)
 
@@ -89,9 +116,10 @@ class Projector(nn.Module):
 class VLAOutput:
     """What ``OpenVLA.forward`` returns: logits over the multimodal sequence, loss when labels are given."""
 
-    logits: torch.Tensor  # (B, S, V) with S = 1 + n_patches [+ 1 proprio] + (L - 1)
+    logits: torch.Tensor  # (B, S, V) with S = 1 + n_views * n_patches [+ 1 proprio] + (L - 1)
     loss: torch.Tensor | None = None
     past_key_values: Any = None
+    hidden_states: Any = None  # HF hidden_states (embeddings, each layer, the last after the final norm) if asked
 
 
 def build_llama_config(cfg: VLAConfig) -> LlamaConfig:
@@ -123,7 +151,11 @@ class OpenVLA(HookedModelMixin, nn.Module):
         self.projector = Projector(config)
         self.language_model = LlamaForCausalLM(build_llama_config(config))
         if config.proprio_dim:
-            self.proprio_projector = nn.Linear(config.proprio_dim, config.llm_dim)
+            self.proprio_projector = (ProprioProjector(config.llm_dim, config.proprio_dim)
+                                      if config.proprio_projector == "mlp" else nn.Linear(config.proprio_dim, config.llm_dim))
+        if config.action_head == "l1-regression":
+            self.action_head = L1RegressionActionHead(config.llm_dim, config.action_dim, config.action_chunk,
+                                                      config.action_head_blocks)
         self.processor = ImageProcessor.from_config(config)
         self.action_tokenizer = ActionTokenizer(config.action_vocab_end, config.n_action_bins)
         self.tokenizer = tokenizer
@@ -144,8 +176,13 @@ class OpenVLA(HookedModelMixin, nn.Module):
 
     @property
     def n_prefix(self) -> int:
-        """Positions before the first text token after BOS: BOS + patches (+ proprio)."""
-        return 1 + self.config.n_patches + int(self.config.proprio_dim > 0)
+        """Positions before the first text token after BOS: BOS + patches of every view (+ proprio)."""
+        return 1 + self.config.n_views * self.config.n_patches + int(self.config.proprio_dim > 0)
+
+    @property
+    def n_action_slots(self) -> int:
+        """K*A: the empty action positions of a parallel-decoding model (0 for a token model)."""
+        return self.config.action_chunk * self.config.action_dim if self.config.parallel_decoding else 0
 
     @property
     def dtype(self) -> torch.dtype:
@@ -172,7 +209,12 @@ class OpenVLA(HookedModelMixin, nn.Module):
 
     # --- inputs ---------------------------------------------------------------------------
     def preprocess(self, images: Any) -> torch.Tensor:
-        """``vla.preprocess(images)`` -> ``pixel_values`` (B, 3 * n_towers, S, S) float32."""
+        """``vla.preprocess(images)`` -> ``pixel_values`` (B, 3 * n_towers * n_views, S, S) float32.
+
+        With ``n_views > 1`` each observation is a sequence of ``n_views`` images (or a (V, H, W, 3) array).
+        """
+        if self.config.n_views > 1:
+            return preprocess_views(self.processor, images, self.config.n_views)
         return self.processor(images)
 
     def prompt(self, instruction: str) -> str:
@@ -194,7 +236,7 @@ class OpenVLA(HookedModelMixin, nn.Module):
         return torch.cat([input_ids, pad], dim=1)
 
     def _check_pixels(self, pixel_values: torch.Tensor) -> None:
-        n = 3 * len(self.config.towers)
+        n = 3 * len(self.config.towers) * self.config.n_views
         s = self.config.image_size
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (n, s, s):
             got = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
@@ -203,8 +245,12 @@ class OpenVLA(HookedModelMixin, nn.Module):
             raise ValueError(f"pixel_values must be floating point (use vla.preprocess(images)); got {pixel_values.dtype}")
 
     def normalize_proprio(self, proprio: Any, unnorm_key: str | None = None) -> torch.Tensor:
-        """Raw proprio (B, P) -> [-1, 1] with the dataset's q01/q99 (all dims)."""
+        """Raw proprio (B, P) -> [-1, 1] with the dataset's q01/q99 (all dims; OFT's rule and mask when set)."""
         stats = dict(self.norm_stats(unnorm_key)["proprio"])
+        if self.config.normalization != "openvla":
+            arr = proprio.detach().cpu().numpy() if isinstance(proprio, torch.Tensor) else proprio
+            normalized = oft_normalize(np.atleast_2d(np.asarray(arr, dtype=np.float64)), stats, self.config.normalization)
+            return torch.as_tensor(normalized, dtype=torch.float32)
         stats["mask"] = [True] * len(stats["q01"])
         arr = np.asarray(proprio.detach().cpu().numpy() if isinstance(proprio, torch.Tensor) else proprio, dtype=np.float64)
         return torch.as_tensor(normalize(np.atleast_2d(arr), stats), dtype=torch.float32)
@@ -221,6 +267,9 @@ class OpenVLA(HookedModelMixin, nn.Module):
         vis_dtype = self.projector.fc1.weight.dtype
         patches = self.projector(self.vision_backbone(pixel_values.to(vis_dtype)))  # (B, N, H)
         text = self.language_model.get_input_embeddings()(input_ids)  # (B, L, H)
+        if self.config.parallel_decoding:  # OFT: the action slots are exact zero vectors
+            slots = action_slot_mask(input_ids, attention_mask, self.n_action_slots)
+            text = text * ~slots[..., None]
         parts = [text[:, :1], patches.to(text.dtype)]
         if self.config.proprio_dim:
             if proprio is None:
@@ -236,22 +285,29 @@ class OpenVLA(HookedModelMixin, nn.Module):
 
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, proprio: torch.Tensor | None = None,
-                use_cache: bool = False, logits_to_keep: int = 0) -> VLAOutput:
+                use_cache: bool = False, logits_to_keep: int = 0, output_hidden_states: bool = False) -> VLAOutput:
         """``vla(input_ids=..., pixel_values=...)`` -> logits over BOS, the patches and the text.
 
         With ``labels`` (B, L) aligned to ``input_ids`` (``IGNORE_INDEX`` where no loss), the loss is
-        next-token cross-entropy over the text part, as OpenVLA trains.
+        next-token cross-entropy over the text part, as OpenVLA trains. A parallel-decoding model takes
+        each row as prompt + K*A action slots + stop token (right-padded) and attends bidirectionally.
         """
         embeds, mask = self.embed(input_ids, pixel_values, attention_mask, proprio)
+        extra = {"output_hidden_states": True} if output_hidden_states else {}
+        if self.config.parallel_decoding:
+            if use_cache:
+                raise ValueError("a parallel-decoding model decodes its action chunk in one pass (use_cache=False)")
+            mask = bidirectional_mask(mask, embeds.shape[0], embeds.shape[1], embeds.dtype, embeds.device)
         out = self.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=use_cache,
-                                  logits_to_keep=logits_to_keep)
+                                  logits_to_keep=logits_to_keep, **extra)
         loss = None
         if labels is not None:
             full = torch.full((labels.shape[0], self.n_prefix - 1), IGNORE_INDEX, dtype=labels.dtype, device=labels.device)
             full = torch.cat([labels[:, :1], full, labels[:, 1:]], dim=1)
             logits = out.logits[:, :-1].float()
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), full[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
-        return VLAOutput(logits=out.logits, loss=loss, past_key_values=getattr(out, cache_name()) if use_cache else None)
+        return VLAOutput(logits=out.logits, loss=loss, past_key_values=getattr(out, cache_name()) if use_cache else None,
+                         hidden_states=out.hidden_states if output_hidden_states else None)
 
     # --- actions --------------------------------------------------------------------------
     def norm_stats(self, unnorm_key: str | None = None) -> dict:
@@ -275,7 +331,8 @@ class OpenVLA(HookedModelMixin, nn.Module):
         Greedy decoding of one action token per action dimension. With ``use_cache`` the first step
         runs the whole multimodal prefix and later steps reuse its KV cache. Batched images give (B, A).
         ``input_ids`` lets callers without a tokenizer pass prompt ids; ``return_tokens`` also returns
-        the generated ids.
+        the generated ids. A regression-head model returns its chunk (K, A) (batched: (B, K, A)),
+        decoded in one pass (see :meth:`predict_chunk`).
         """
         from .generation import greedy_action_tokens
 
@@ -299,6 +356,11 @@ class OpenVLA(HookedModelMixin, nn.Module):
             if proprio is None:
                 raise ValueError(f"this model needs proprio= ({self.config.proprio_dim} dims, raw robot state)")
             prop = self.normalize_proprio(proprio, unnorm_key).to(self.device)
+        if self.config.parallel_decoding:
+            if return_tokens:
+                raise ValueError("return_tokens: a regression-head model predicts continuous actions, not tokens")
+            chunk = predict_chunk(self, input_ids, pixel_values.to(self.device), prop, stats["action"]).actions
+            return chunk[0] if chunk.shape[0] == 1 else chunk
         tokens = greedy_action_tokens(self, input_ids, pixel_values.to(self.device), len(stats["action"]["q01"]),
                                       proprio=prop, use_cache=use_cache)
         actions = unnormalize(self.action_tokenizer.decode(tokens), stats["action"])
@@ -307,6 +369,13 @@ class OpenVLA(HookedModelMixin, nn.Module):
         if return_tokens:
             return actions, (tokens[0] if single else tokens)
         return actions
+
+    @torch.no_grad()
+    def predict_chunk(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, proprio: torch.Tensor | None = None,
+                      unnorm_key: str | None = None) -> ChunkPrediction:
+        """Prompt ids (B, L) (suffix token included), ``pixel_values`` and *normalised* proprio -> the chunk:
+        ``ChunkPrediction(actions (B, K, A) float64, normalized (B, K, A), hidden (B, K*A, D))``."""
+        return predict_chunk(self, input_ids, pixel_values, proprio, self.norm_stats(unnorm_key)["action"])
 
     # --- files ----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, max_shard_size: int = 5 * 2**30) -> Path:

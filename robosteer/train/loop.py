@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..data.frames import Frame
+from ..models.action_heads import l1_action_loss
 from .batches import BatchBuilder, as_frames
 from .config import TrainConfig, augment_config, lr_factor
 from .loss import action_loss
@@ -128,6 +129,10 @@ def train(vla: nn.Module, frames: Iterable[Frame | Mapping[str, Any]], strategy:
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s))
     builder = BatchBuilder(vla, config.unnorm_key, augment_config(config))
+    regression = vla.config.action_head != "tokens"
+    if regression and config.label_smoothing:
+        raise ValueError(f"TrainConfig.label_smoothing={config.label_smoothing} smooths action-token targets; this "
+                         f"model predicts continuous actions (action_head={vla.config.action_head!r}): set it to 0")
     order = DataOrder(len(frames), config.seed)
 
     names = [name for name, _ in trainable_parameters(vla)]
@@ -165,11 +170,16 @@ def train(vla: nn.Module, frames: Iterable[Frame | Mapping[str, Any]], strategy:
             batch = builder.collate(local_frames,
                                     seeds=[(config.seed, step, rank * local + j) for j in range(local)],
                                     pad_to=max(builder.length(f) for f in global_frames)).to(accelerator.device)
-            logits = model(**batch.model_inputs()).logits  # (b, S, V)
-            loss_sum = action_loss(logits, batch.labels, vla.n_prefix, vla.action_tokenizer,
-                                   sigma=config.label_smoothing, reduction="sum")
-            counts = torch.tensor([float(batch.n_loss_tokens), float(batch.n_sequence_tokens)],
-                                  device=accelerator.device)
+            if regression:  # continuous actions: L1 on the regression head's chunk (OFT), one value per action dim
+                hidden = model(**batch.model_inputs(), output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+                loss_sum = l1_action_loss(vla, batch, hidden=hidden, reduction="sum")
+                n_loss = batch.actions.numel()
+            else:  # action tokens: cross-entropy (optionally smoothed) on the action tokens and EOS
+                logits = model(**batch.model_inputs()).logits  # (b, S, V)
+                loss_sum = action_loss(logits, batch.labels, vla.n_prefix, vla.action_tokenizer,
+                                       sigma=config.label_smoothing, reduction="sum")
+                n_loss = batch.n_loss_tokens
+            counts = torch.tensor([float(n_loss), float(batch.n_sequence_tokens)], device=accelerator.device)
             totals = accelerator.reduce(torch.cat([counts, loss_sum.detach().float()[None]]), reduction="sum")
             n_tokens, n_seq_tokens, total_loss = totals.tolist()
             loss_value = total_loss / n_tokens

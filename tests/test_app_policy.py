@@ -1,0 +1,56 @@
+"""The closed-loop policy callable: one forward pass per step for token models, chunks run open loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robosteer.app.policy import VLAPolicy
+
+from .train_helpers import tiny_train_vla
+
+
+def chunk_vla(chunk: int):
+    from robosteer.models.loading import build_vla_from_config
+
+    vla = tiny_train_vla()
+    cfg = vla.config.replace(action_head="l1-regression", action_chunk=chunk)
+    return build_vla_from_config(cfg, tokenizer=vla.tokenizer, seed=1).eval()
+
+
+def observation(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), "pick up the red cube", rng.uniform(-1, 1, 7)
+
+
+def test_a_chunk_runs_open_loop_then_the_next_is_predicted():
+    torch.manual_seed(0)
+    vla = chunk_vla(3)
+    image, text, proprio = observation()
+    expected = np.asarray(vla.predict_action(image, text, proprio=proprio), dtype=np.float32)  # (3, 7)
+    policy = VLAPolicy(vla)
+    got = [policy(image, text, proprio) for _ in range(4)]
+    assert policy.forward_passes == 2  # steps 0-2 from the first chunk, step 3 starts the next
+    np.testing.assert_array_equal(np.stack(got[:3]), expected)
+    np.testing.assert_array_equal(got[3], expected[0])  # the same observation gives the same chunk again
+    policy.reset()  # a new episode drops the rest of the chunk (two actions of the second one are left)
+    policy(image, text, proprio)
+    assert policy.forward_passes == 3
+
+
+def test_execute_limits_the_open_loop_part():
+    policy = VLAPolicy(chunk_vla(3), execute=1)
+    image, text, proprio = observation()
+    for _ in range(3):
+        assert policy(image, text, proprio).shape == (7,)
+    assert policy.forward_passes == 3
+    with pytest.raises(ValueError, match="execute=4: the policy predicts chunks of 3"):
+        VLAPolicy(chunk_vla(3), execute=4)
+
+
+def test_a_token_model_predicts_every_step():
+    policy = VLAPolicy(tiny_train_vla())
+    image, text, proprio = observation()
+    assert policy(image, text, proprio).shape == (7,) and policy(image, text, proprio).shape == (7,)
+    assert policy.forward_passes == 2
