@@ -5,6 +5,8 @@ episode's image array, so even large datasets open instantly::
 
     ds = DemoDataset("demos/pretrain")
     frame = ds[0]                      # Frame(image, instruction, action, proprio, keyframes, ...)
+    ds.cameras                         # () for one camera; ("agentview", "wrist") in a multi-camera folder
+    frame.images                       # every view in that order (frame.views: camera -> image)
     for batch in ds.batches(64, seed=epoch): ...
     ds.statistics                      # OpenVLA dataset_statistics dict
 """
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .demo_format import DATASET_NAME, DemoFormatError, load_images, read_episodes, read_meta, read_steps
+from .demo_format import DATASET_NAME, DemoFormatError, load_images, meta_cameras, read_episodes, read_meta, read_steps
 from .frames import FrameDataset
 from .keyframes import KEYFRAME_NAMES
 
@@ -45,6 +47,8 @@ class DemoDataset(FrameDataset):
         self.states = steps.get("state")  # (N, 6) privileged target/goal positions, or None (older demos)
         self.phases = steps["phase"]
         self._images: dict[int, np.ndarray] = {}
+        self.cameras = meta_cameras(self.meta)  # () for a single-camera folder
+        self._views: dict[tuple[str, int], np.ndarray] = {}
 
     @property
     def statistics(self) -> dict:
@@ -65,3 +69,18 @@ class DemoDataset(FrameDataset):
 
     def image(self, i: int) -> np.ndarray:
         return np.array(self.episode_images(int(self.episode_index[i]))[self.step_index[i]])
+
+    def episode_views(self, episode: int, camera: str) -> np.ndarray:
+        """(T, H, W, 3) uint8 images of one camera of one episode (memory-mapped)."""
+        if self.cameras and camera == self.cameras[0]:
+            return self.episode_images(episode)
+        if camera not in self.cameras:
+            raise ValueError(f"no camera {camera!r} in {self.root}; cameras: {list(self.cameras) or [self.meta.get('camera')]}")
+        if (camera, episode) not in self._views:
+            if episode not in self.episode_rows:
+                raise IndexError(f"episode {episode} not in {self.root}")
+            self._views[camera, episode] = load_images(self.root, self.episode_rows[episode], self.image_size, camera)
+        return self._views[camera, episode]
+
+    def view(self, i: int, camera: str) -> np.ndarray:
+        return np.array(self.episode_views(int(self.episode_index[i]), camera)[self.step_index[i]])

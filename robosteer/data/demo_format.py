@@ -7,6 +7,12 @@ A dataset folder holds::
     steps.parquet              one row per step (see STEP_COLUMNS; optional "state" column)
     episodes.parquet           one row per episode (see EPISODE_COLUMNS)
     images/episode_000000.npy  (T, H, W, 3) uint8 agentview images of one episode
+    images_wrist/episode_000000.npy   the same episode's wrist view (only in multi-camera folders)
+
+A multi-camera folder (``DemoWriter(..., cameras=("agentview", "wrist"))``) lists its views in
+``meta.json["cameras"]``, main view first; the main view stays in ``images/`` and each other
+view ``c`` is in ``images_<c>/`` under the same file name. A single-camera folder has no
+``cameras`` key and is written and read exactly as before (same format version).
 
 ``DemoWriter`` writes it; ``read_steps``/``read_episodes``/``read_meta``/``load_images``
 read it back and name the file and field of anything malformed. docs/sim.md
@@ -47,14 +53,36 @@ def image_file(episode: int) -> str:
     return f"images/episode_{episode:06d}.npy"
 
 
-class DemoWriter:
-    """``with DemoWriter(out, image_size=64) as w: w.add(episode)``; files are final on close."""
+def view_file(main_file: str, camera: str) -> str:
+    """``view_file("images/episode_000003.npy", "wrist")`` -> ``"images_wrist/episode_000003.npy"``."""
+    return f"images_{camera}/{Path(main_file).name}"
 
-    def __init__(self, root, *, image_size: int, camera: str = "agentview", control_freq: int = 10) -> None:
+
+def meta_cameras(meta: dict) -> tuple[str, ...]:
+    """The views of a demo folder in order (main first); empty for a single-camera folder."""
+    return tuple(meta.get("cameras") or ())
+
+
+class DemoWriter:
+    """``with DemoWriter(out, image_size=64) as w: w.add(episode)``; files are final on close.
+
+    ``cameras=("agentview", "wrist")`` writes every view of each episode (``episode.views``); with
+    one camera (``None``, the default) only ``episode.images`` is written, as before.
+    """
+
+    def __init__(self, root, *, image_size: int, camera: str = "agentview", control_freq: int = 10,
+                 cameras: tuple[str, ...] | None = None) -> None:
         import pyarrow  # noqa: F401  (fail early, before any episode is simulated)
 
         self.root = Path(root)
+        self.cameras = tuple(cameras or ())
+        if len(self.cameras) <= 1:
+            self.cameras = ()  # one camera: the single-camera layout
+        elif len(set(self.cameras)) != len(self.cameras) or not all(isinstance(c, str) and c for c in self.cameras):
+            raise ValueError(f"DemoWriter cameras must be distinct non-empty names, got {cameras!r}")
         (self.root / "images").mkdir(parents=True, exist_ok=True)
+        for extra in self.cameras[1:]:
+            (self.root / f"images_{extra}").mkdir(parents=True, exist_ok=True)
         self.image_size, self.camera, self.control_freq = image_size, camera, control_freq
         self.steps: list[dict] = []
         self.episodes: list[dict] = []
@@ -74,9 +102,17 @@ class DemoWriter:
         returns its index in the dataset."""
         if episode.actions is None or episode.images is None:
             raise ValueError("DemoWriter.add needs an episode recorded with images (run_episode(record=True))")
+        views = getattr(episode, "views", None) or {}
+        missing = [c for c in self.cameras if c not in views]
+        if missing:
+            raise ValueError(f"DemoWriter.add: the episode has no {missing} view (views: {list(views)}); record it with "
+                             f"SimConfig(cameras={self.cameras!r})")
         index = len(self.episodes)
         name = image_file(index)
         np.save(self.root / name, np.ascontiguousarray(episode.images, dtype=np.uint8), allow_pickle=False)
+        for extra in self.cameras[1:]:
+            np.save(self.root / view_file(name, extra), np.ascontiguousarray(views[extra], dtype=np.uint8),
+                    allow_pickle=False)
         flags = keyframe_flags(episode.actions)
         task = episode.task
         phases = episode.phases or [""] * episode.length
@@ -130,6 +166,7 @@ class DemoWriter:
             "format_version": FORMAT_VERSION,
             "image_size": [self.image_size, self.image_size],
             "camera": self.camera,
+            **({"cameras": list(self.cameras)} if self.cameras else {}),
             "control_freq": self.control_freq,
             "action_names": list(ACTION_NAMES),
             "action_space": "OSC_POSE delta, normalised to [-1, 1]; gripper -1 open, +1 close",
@@ -162,6 +199,10 @@ def read_meta(root) -> dict:
     for key in ("image_size", "dataset_statistics", "num_episodes"):
         if key not in meta:
             raise DemoFormatError(path, key, "missing")
+    cameras = meta.get("cameras")
+    if cameras is not None and (not isinstance(cameras, list) or len(cameras) < 2 or len(set(cameras)) != len(cameras)
+                                or not all(isinstance(c, str) and c for c in cameras)):
+        raise DemoFormatError(path, "cameras", f"expected a list of two or more distinct camera names, got {cameras!r}")
     return meta
 
 
@@ -211,13 +252,15 @@ def read_episodes(root) -> list[dict]:
     return _read_table(Path(root) / "episodes.parquet", EPISODE_COLUMNS).to_pylist()
 
 
-def load_images(root, episode: dict, image_size) -> np.ndarray:
-    """The (T, H, W, 3) uint8 image array of one episode row, memory-mapped."""
-    path = Path(root) / episode["image_file"]
+def load_images(root, episode: dict, image_size, camera: str | None = None) -> np.ndarray:
+    """The (T, H, W, 3) uint8 image array of one episode row, memory-mapped; ``camera`` names a
+    view other than the main one (``images_<camera>/``) in a multi-camera folder."""
+    path = Path(root) / (episode["image_file"] if camera is None else view_file(episode["image_file"], camera))
     try:
         images = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found (images of episode {episode['episode']})") from None
+        what = "images" if camera is None else f"{camera} images"
+        raise FileNotFoundError(f"{path} not found ({what} of episode {episode['episode']})") from None
     except ValueError as err:
         raise DemoFormatError(path, "images", f"not a NumPy array file ({err})") from None
     expected = (episode["length"], *image_size, 3)

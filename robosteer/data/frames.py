@@ -13,11 +13,18 @@ subclass. ``DemoDataset`` (``dataset.py``, this toolkit's demos) and
 ``LeRobotDataset`` (``lerobot.py``, a local LeRobot folder) both implement it, so
 training and head discovery read either the same way.
 
+Several camera views per observation: ``Frame.image`` is always the main (first) view, as
+with one camera; a multi-camera frame also carries ``Frame.views``, every view by camera
+name in the dataset's fixed order (``{"agentview": ..., "wrist": ...}``; its first entry is
+``image``), and ``Frame.images`` is the tuple of views in that order (``(image,)`` for a
+single-camera frame, whose ``views`` stays empty). A dataset's ``cameras`` names the views.
+
 Usage::
 
     frame = Frame.coerce({"image": img, "instruction": "pick up the red cube", "action": a})
     frame = DemoDataset("demos/lift")[0]
     check_frame(frame, 0, action_dim=7, proprio_dim=7)
+    frame.images                       # (agentview,) or (agentview, wrist): every view, fixed order
 """
 
 from __future__ import annotations
@@ -45,6 +52,12 @@ class Frame:
     step: int | None = None  # index within the episode; None when unknown (the recorders then number the frames)
     task: str = ""
     state: np.ndarray | None = None  # (6,) privileged target/goal positions (sim.expert.STATE_NAMES), if recorded
+    views: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> (H, W, 3) uint8, every view in order; empty with one camera
+
+    @property
+    def images(self) -> tuple[np.ndarray, ...]:
+        """Every view in camera order (``(image,)`` for a single-camera frame); the first is ``image``."""
+        return tuple(self.views.values()) if self.views else (self.image,)
 
     @property
     def keyframe(self) -> bool:
@@ -57,7 +70,8 @@ class Frame:
 
         The mapping needs ``image``, ``instruction`` and ``action``; it may have ``proprio``,
         ``episode``, ``step`` (or ``frame``), ``keyframe`` (one flag) or ``keyframes`` (name -> flag),
-        ``task`` and ``state``; other keys are ignored. ``where`` names the frame in errors.
+        ``task``, ``state`` and ``views`` (camera -> image, in order; its first image is ``image``);
+        other keys are ignored. ``where`` names the frame in errors.
         """
         if isinstance(frame, Frame):
             return frame
@@ -74,6 +88,10 @@ class Frame:
             keyframes = {"keyframe": bool(frame["keyframe"])} if "keyframe" in frame else {}
         step = frame.get("step", frame.get("frame"))
         optional = {k: None if frame.get(k) is None else np.asarray(frame[k]) for k in ("proprio", "state")}
+        if frame.get("views"):
+            if not isinstance(frame["views"], Mapping):
+                raise TypeError(f"{where}: views must be a mapping camera -> image, got {type(frame['views']).__name__}")
+            optional["views"] = {str(k): np.asarray(v) for k, v in frame["views"].items()}
         return cls(image=np.asarray(frame["image"]), instruction=frame["instruction"],
                    action=np.asarray(frame["action"]), keyframes=keyframes, episode=int(frame.get("episode", 0)),
                    step=None if step is None else int(step), task=str(frame.get("task", "")), **optional)
@@ -89,6 +107,10 @@ def check_frame(frame: Frame, index: int, action_dim: int, proprio_dim: int, chu
     image = np.asarray(frame.image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"frame {index}: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    for name, view in frame.views.items():
+        view = np.asarray(view)
+        if view.dtype != np.uint8 or view.ndim != 3 or view.shape[2] != 3:
+            raise ValueError(f"frame {index}: view {name!r} must be uint8 (H, W, 3), got {view.dtype} {view.shape}")
     if not isinstance(frame.instruction, str) or not frame.instruction.strip():
         raise ValueError(f"frame {index}: instruction must be a non-empty string")
     action_shape = (action_dim,) if chunk == 1 else (chunk, action_dim)
@@ -115,6 +137,7 @@ class FrameDataset:
         self.instructions = list(instructions)  # (N,) str
         self.tasks = list(tasks)  # (N,) str
         self.states: np.ndarray | None = None  # (N, 6) privileged state, when the source has it (training targets only)
+        self.cameras: tuple[str, ...] = ()  # view names in order when the source has several cameras (else empty)
         n = len(self.actions)
         for name, values in (("episode", self.episode_index), ("step", self.step_index), ("proprio", self.proprio)):
             if len(values) != n:
@@ -129,6 +152,19 @@ class FrameDataset:
         """(B, H, W, 3) uint8 images of several frames."""
         return np.stack([self.image(int(i)) for i in indices])
 
+    def view(self, i: int, camera: str) -> np.ndarray:
+        """(H, W, 3) uint8 image of one camera of frame ``i`` (subclasses with several cameras)."""
+        if self.cameras and camera == self.cameras[0]:
+            return self.image(i)
+        raise ValueError(f"no camera {camera!r} in this dataset; cameras: {list(self.cameras) or ['(one view)']}")
+
+    def views(self, i: int) -> dict[str, np.ndarray]:
+        """Every view of frame ``i`` by camera, in ``cameras`` order; empty for a single-camera dataset."""
+        if not self.cameras:
+            return {}
+        first = self.image(i)
+        return {c: first if k == 0 else self.view(i, c) for k, c in enumerate(self.cameras)}
+
     def __len__(self) -> int:
         return len(self.actions)
 
@@ -137,8 +173,9 @@ class FrameDataset:
         if not -len(self) <= i < len(self):
             raise IndexError(f"frame {i} out of range for {len(self)} frames")
         i %= len(self)
+        views = self.views(i)
         return Frame(
-            image=self.image(i),
+            image=next(iter(views.values())) if views else self.image(i),
             instruction=self.instructions[i],
             action=self.actions[i],
             proprio=self.proprio[i],
@@ -147,6 +184,7 @@ class FrameDataset:
             step=int(self.step_index[i]),
             task=self.tasks[i],
             state=None if self.states is None else self.states[i],
+            views=views,
         )
 
     @property
@@ -166,7 +204,8 @@ class FrameDataset:
 
     def batch(self, indices) -> dict:
         """Stacked frames: images (B,H,W,3) uint8, instructions list, action (B,7), proprio,
-        keyframes (B, len(KEYFRAME_NAMES)) bool in KEYFRAME_NAMES order, episode, step."""
+        keyframes (B, len(KEYFRAME_NAMES)) bool in KEYFRAME_NAMES order, episode, step; with several
+        cameras also views (camera -> (B, H, W, 3))."""
         indices = np.asarray(indices, dtype=np.int64)
         return {
             "images": self.images(indices),
@@ -176,7 +215,12 @@ class FrameDataset:
             "keyframes": np.stack([self.keyframes[k][indices] for k in KEYFRAME_NAMES], axis=1),
             "episode": self.episode_index[indices],
             "step": self.step_index[indices],
+            **({"views": self._batch_views(indices)} if self.cameras else {}),
         }
+
+    def _batch_views(self, indices) -> dict[str, np.ndarray]:
+        per_frame = [self.views(int(i)) for i in indices]
+        return {c: np.stack([v[c] for v in per_frame]) for c in self.cameras}
 
     def batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False, indices=None) -> Iterator[dict]:
         """``for b in ds.batches(64, seed=epoch): ...`` over all frames (or ``indices``)."""
@@ -207,6 +251,8 @@ class ConcatFrames:
         self.proprio = np.concatenate([p.proprio for p in self.parts])
         self.episode_index = np.concatenate([p.episode_index + o for p, o in zip(self.parts, self.episode_offsets)])
         self.image_size = getattr(self.parts[0], "image_size", None)
+        cameras = {tuple(getattr(p, "cameras", ())) for p in self.parts}
+        self.cameras = cameras.pop() if len(cameras) == 1 else ()  # the parts' views, when they all have the same
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

@@ -9,6 +9,16 @@ the dataset raises an error saying so. Nothing is downloaded::
 
     ds = LeRobotDataset("~/data/my_lerobot_set")
     ds[0].image, ds[0].instruction, ds[0].action
+
+Several camera views: by default one image feature is read (``image_key``, or the first image
+or video feature of ``meta/info.json``), as before. ``image_keys=("observation.images.image",
+"observation.images.wrist_image")`` reads those features as the views of each frame, in that
+order, and ``image_keys="all"`` every image or video feature in ``info.json`` order. The first
+is ``Frame.image``; ``Frame.views`` and ``ds.cameras`` name each view by its key without the
+``observation.images.`` prefix (``"image"``, ``"wrist_image"``)::
+
+    ds = LeRobotDataset("~/data/libero", image_keys="all")
+    ds.cameras, ds[0].images           # ("image", "wrist_image"), (main, wrist)
 """
 
 from __future__ import annotations
@@ -22,6 +32,13 @@ import numpy as np
 from .frames import FrameDataset
 from .keyframes import keyframe_flags
 from .statistics import dataset_statistics
+
+IMAGES_PREFIX = "observation.images."  # LeRobot's namespace of camera features
+
+
+def camera_name(key: str) -> str:
+    """``camera_name("observation.images.wrist")`` -> ``"wrist"``: a view's name from its feature key."""
+    return key[len(IMAGES_PREFIX):] if key.startswith(IMAGES_PREFIX) and len(key) > len(IMAGES_PREFIX) else key
 
 
 def _read_tasks(meta: Path) -> dict[int, str]:
@@ -49,7 +66,8 @@ def _read_tasks(meta: Path) -> dict[int, str]:
 class LeRobotDataset(FrameDataset):
     """Frames of a local LeRobot dataset folder; see the module docstring."""
 
-    def __init__(self, root, *, image_key: str | None = None, state_key: str = "observation.state", action_key: str = "action") -> None:
+    def __init__(self, root, *, image_key: str | None = None, state_key: str = "observation.state", action_key: str = "action",
+                 image_keys: "tuple[str, ...] | list[str] | str | None" = None) -> None:
         import pyarrow.parquet as pq
 
         self.root = Path(root).expanduser()
@@ -61,6 +79,9 @@ class LeRobotDataset(FrameDataset):
         if not isinstance(features, dict):
             raise ValueError(f"{info_path}: field 'features': missing or not an object")
         visual = [k for k, f in features.items() if f.get("dtype") in ("image", "video")]
+        keys = self._view_keys(info_path, visual, image_key, image_keys)
+        if keys:
+            image_key = keys[0]
         if image_key is None:
             if not visual:
                 raise ValueError(f"{info_path}: field 'features': no image or video feature")
@@ -68,6 +89,8 @@ class LeRobotDataset(FrameDataset):
         if image_key not in features:
             raise ValueError(f"{info_path}: field 'features': no feature {image_key!r}; image features: {visual}")
         self.image_key, self.image_dtype = image_key, features[image_key]["dtype"]
+        self.image_keys = keys or (image_key,)  # the features read, main first
+        self.key_dtypes = {k: features[k]["dtype"] for k in self.image_keys}
         self.fps = self.info.get("fps")
 
         files = sorted((self.root / "data").glob("chunk-*/*.parquet"))
@@ -83,12 +106,14 @@ class LeRobotDataset(FrameDataset):
             missing = sorted(columns - set(table.column_names))
             if missing:
                 raise ValueError(f"{path}: field {missing[0]!r}: missing column")
-            if self.image_dtype == "image" and image_key not in table.column_names:
-                raise ValueError(f"{path}: field {image_key!r}: missing image column")
+            for key in self.image_keys:
+                if self.key_dtypes[key] == "image" and key not in table.column_names:
+                    raise ValueError(f"{path}: field {key!r}: missing image column")
             tables.append((path, table))
 
         tasks = _read_tasks(self.root / "meta")
         episode, step, action, proprio, task_ids, self._image_cells = [], [], [], [], [], []
+        self._view_cells: dict[str, list] = {k: [] for k in self.image_keys[1:] if self.key_dtypes[k] == "image"}
         for path, table in tables:
             episode.append(table.column("episode_index").to_numpy())
             step.append(table.column("frame_index").to_numpy())
@@ -98,6 +123,8 @@ class LeRobotDataset(FrameDataset):
             task_ids.append(ids)
             if self.image_dtype == "image":
                 self._image_cells.extend(table.column(image_key).to_pylist())
+            for key, cells in self._view_cells.items():
+                cells.extend(table.column(key).to_pylist())
         action = np.concatenate(action)
         task_ids = np.concatenate(task_ids)
         instructions = [tasks.get(int(t), "") for t in task_ids]
@@ -120,8 +147,31 @@ class LeRobotDataset(FrameDataset):
             tasks=[str(t) for t in task_ids],
         )
         self._videos: dict[int, np.ndarray] = {}
+        self._view_videos: dict[tuple[str, int], np.ndarray] = {}
+        self.cameras = tuple(camera_name(k) for k in self.image_keys) if len(self.image_keys) > 1 else ()
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"image_keys {self.image_keys} give repeated camera names {self.cameras}")
         if self.image_dtype == "video":
             self._decode_video(int(self.episode_index[0]))  # fail now, not in the middle of training
+        for key in self.image_keys[1:]:
+            if self.key_dtypes[key] == "video":
+                self._decode_video(int(self.episode_index[0]), key)
+
+    @staticmethod
+    def _view_keys(info_path: Path, visual: list[str], image_key: str | None, image_keys) -> tuple[str, ...]:
+        """The features ``image_keys`` asks for (``()``: one view, chosen by ``image_key`` as before)."""
+        if image_keys is None:
+            return ()
+        if image_key is not None:
+            raise ValueError("give image_key (one view) or image_keys (several), not both")
+        keys = tuple(visual) if image_keys == "all" else ((image_keys,) if isinstance(image_keys, str) else tuple(image_keys))
+        if not keys:
+            raise ValueError(f"{info_path}: field 'features': no image or video feature")
+        unknown = [k for k in keys if k not in visual]
+        if unknown or len(set(keys)) != len(keys):
+            raise ValueError(f"{info_path}: field 'features': image_keys {list(keys)} must be distinct image features; "
+                             f"image features: {visual}")
+        return keys
 
     @staticmethod
     def _matrix(table, key: str, path: Path) -> np.ndarray:
@@ -135,38 +185,52 @@ class LeRobotDataset(FrameDataset):
         """OpenVLA-layout statistics computed from this folder's actions and states."""
         return dataset_statistics(self.root.name, self.actions, self.proprio, self.num_episodes)
 
-    def _decode_video(self, episode: int) -> np.ndarray:
-        if episode in self._videos:
-            return self._videos[episode]
+    def _decode_video(self, episode: int, key: str | None = None) -> np.ndarray:
+        cache, name = (self._videos, episode) if key is None else (self._view_videos, (key, episode))
+        key = key or self.image_key
+        if name in cache:
+            return cache[name]
         template = self.info.get("video_path")
         if not template or "{episode_index" not in template:
             raise ValueError(
-                f"{self.root}: feature {self.image_key!r} is stored as video in a layout this loader cannot read "
+                f"{self.root}: feature {key!r} is stored as video in a layout this loader cannot read "
                 "(only per-episode video files of LeRobot v2.x are supported); convert it to image features"
             )
         chunk = episode // int(self.info.get("chunks_size", 1000))
-        path = self.root / template.format(episode_chunk=chunk, video_key=self.image_key, episode_index=episode)
+        path = self.root / template.format(episode_chunk=chunk, video_key=key, episode_index=episode)
         try:
             import imageio.v3 as iio
 
             frames = np.asarray(iio.imread(path, plugin="pyav"))
         except Exception as err:  # missing backend, missing file or undecodable stream
             raise ValueError(
-                f"{path}: cannot decode video feature {self.image_key!r} ({type(err).__name__}: {err}); "
+                f"{path}: cannot decode video feature {key!r} ({type(err).__name__}: {err}); "
                 "install PyAV (`pip install av`) or store the images in the Parquet files"
             ) from None
-        self._videos[episode] = frames[..., :3].astype(np.uint8)
-        return self._videos[episode]
+        cache[name] = frames[..., :3].astype(np.uint8)
+        return cache[name]
 
     def image(self, i: int) -> np.ndarray:
         if self.image_dtype == "video":
             return self._decode_video(int(self.episode_index[i]))[int(self.step_index[i])]
-        cell = self._image_cells[i]
+        return self._decode_cell(i, self._image_cells[i], self.image_key)
+
+    def view(self, i: int, camera: str) -> np.ndarray:
+        if camera not in self.cameras:
+            raise ValueError(f"no camera {camera!r} in {self.root}; cameras: {list(self.cameras) or [camera_name(self.image_key)]}")
+        key = self.image_keys[self.cameras.index(camera)]
+        if key == self.image_key:
+            return self.image(i)
+        if self.key_dtypes[key] == "video":
+            return self._decode_video(int(self.episode_index[i]), key)[int(self.step_index[i])]
+        return self._decode_cell(i, self._view_cells[key][i], key)
+
+    def _decode_cell(self, i: int, cell, key: str) -> np.ndarray:
         data = cell.get("bytes") if isinstance(cell, dict) else cell
         if data is None and isinstance(cell, dict) and cell.get("path"):
             data = (self.root / cell["path"]).read_bytes()
         if data is None:
-            raise ValueError(f"{self.root}: frame {i}: field {self.image_key!r}: no image bytes")
+            raise ValueError(f"{self.root}: frame {i}: field {key!r}: no image bytes")
         from PIL import Image
 
         with Image.open(io.BytesIO(data)) as img:

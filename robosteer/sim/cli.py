@@ -18,6 +18,17 @@ from .collect_config import CollectConfig
 
 # every CollectConfig field but the tasks (named by --task / --split) is a flag, with the dataclass's default
 COLLECT_ARGUMENTS = ConfigArguments(CollectConfig, exclude=("tasks",))
+# evaluate's --cameras: the same field, the views the policy is shown (with several, a tuple of images per step)
+VIEW_ARGUMENTS = ConfigArguments(CollectConfig, only=("cameras",), helps={
+    "cameras": "views to render, main first: agentview,wrist gives the policy both, videos side by side "
+               "(default: the agentview alone)"})
+
+
+def _sim_config(args):
+    from .cameras import SINGLE_VIEW
+    from .env import SimConfig
+
+    return SimConfig(image_size=args.image_size, cameras=VIEW_ARGUMENTS.values(args)["cameras"] or SINGLE_VIEW)
 
 
 def _task_names(args) -> list[str]:
@@ -78,14 +89,13 @@ def cmd_collect(args) -> int:
 def cmd_evaluate(args, load_policy, policy_factory) -> int:
     """``load_policy(spec)``: the policy run in this process; ``policy_factory(spec)``: a picklable zero-argument
     factory of it, called once in each worker process (with ``--workers`` > 1)."""
-    from .env import SimConfig
     from .evaluate import evaluate
 
     if args.workers > 1 and not args.video_dir and args.horizon is None:
         from .collect import measure_policy
 
         results = measure_policy(policy_factory(args.policy), _task_names(args), episodes=args.episodes, seed=args.seed,
-                                 workers=args.workers, config=SimConfig(image_size=args.image_size))
+                                 workers=args.workers, config=_sim_config(args))
         for result in results.values():
             print(result.summary())
             if args.per_episode:
@@ -99,7 +109,7 @@ def cmd_evaluate(args, load_policy, policy_factory) -> int:
             episodes=args.episodes,
             seed=args.seed,
             horizon=args.horizon,
-            config=SimConfig(image_size=args.image_size),
+            config=_sim_config(args),
             video_dir=args.video_dir,
             video_format=args.video_format,
         )
@@ -148,5 +158,6 @@ def register_evaluate(subparsers, *, load_policy, policy_factory, policy_help: s
     p.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the family's)")
     p.add_argument("--video-dir", default=None, help="write one video per episode here")
     p.add_argument("--video-format", choices=("gif", "mp4"), default="gif")
+    VIEW_ARGUMENTS.add_to(p)
     p.add_argument("--per-episode", action="store_true", help="print the per-episode records")
     p.set_defaults(func=functools.partial(cmd_evaluate, load_policy=load_policy, policy_factory=policy_factory))

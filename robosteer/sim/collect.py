@@ -3,8 +3,9 @@
 ``collect(CollectConfig(tasks=("lift/base",), episodes=100, workers=2), "demos/lift")``
 runs the expert on seeds ``seed..seed+episodes-1`` of every task, keeps the
 successful episodes (or all, with ``keep_failures``) and writes them in the format of
-``demo_format.py``. Each worker process owns one env; episodes come back in job order,
-so a dataset is reproducible whatever the worker count.
+``demo_format.py``, every view of ``config.cameras`` included. Each worker process owns
+one env; episodes come back in job order, so a dataset is reproducible whatever the
+worker count.
 
 ``measure_policy(policy_factory, tasks, workers=2)`` runs any policy the same way: the
 simulator does not load policies, it is given a picklable zero-argument factory that each
@@ -111,10 +112,11 @@ def _record(results: dict[str, EvalResult], ep: Episode) -> None:
 def collect(config: CollectConfig, out_dir) -> CollectReport:
     """Collect expert demos into ``out_dir``; returns the expert's per-task success."""
     start = time.perf_counter()
-    sim = SimConfig(image_size=config.image_size)
+    sim = SimConfig(image_size=config.image_size, cameras=config.views)
     jobs = [(t, config.seed + k) for t in config.tasks for k in range(config.episodes)]
     report = CollectReport()
-    writer = DemoWriter(out_dir, image_size=config.image_size, camera=sim.camera, control_freq=sim.control_freq)
+    writer = DemoWriter(out_dir, image_size=config.image_size, camera=sim.camera, control_freq=sim.control_freq,
+                        cameras=sim.cameras if len(sim.cameras) > 1 else None)
     episodes = run_expert_episodes(
         jobs, sim, workers=config.workers, record=True, action_noise=config.action_noise, desc="collect"
     )
@@ -127,7 +129,7 @@ def collect(config: CollectConfig, out_dir) -> CollectReport:
         raise ValueError(f"the expert succeeded in none of {len(jobs)} episodes; nothing to write to {out_dir}")
     writer.close(
         {
-            "collect_config": {k: getattr(config, k) for k in config.__dataclass_fields__},
+            "collect_config": config.settings(),
             "expert_success": {t: r.success_rate for t, r in report.results.items()},
         }
     )

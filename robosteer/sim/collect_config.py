@@ -6,12 +6,14 @@ declares its flags from these fields (``robosteer.config_cli``) without loading 
 Usage::
 
     config = CollectConfig(tasks=("lift/base",), episodes=100, workers=2)   # tasks canonicalised: "lift" -> "lift/base"
+    config = CollectConfig(tasks=("lift/base",), cameras=("agentview", "wrist"))  # also record the wrist view
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .cameras import SINGLE_VIEW, VIEWS
 from .tasks import Task
 
 
@@ -27,6 +29,8 @@ class CollectConfig:
     action_noise: float = field(default=0.0, metadata={
         "help": "std of Gaussian noise on the executed arm action (labels stay clean)"})
     keep_failures: bool = field(default=False, metadata={"help": "also save episodes where the expert failed"})
+    cameras: tuple[str, ...] | None = field(default=None, metadata={"choices": VIEWS, "help":
+        "views to record, main first: agentview,wrist adds images_wrist/ (default: the agentview alone)"})
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -38,4 +42,18 @@ class CollectConfig:
             raise ValueError(f"action_noise must be in [0, 1], got {self.action_noise}")
         from .env import SimConfig  # loads numpy: only when a config is made, not when its flags are declared
 
-        SimConfig(image_size=self.image_size)  # validates the size
+        sim = SimConfig(image_size=self.image_size, cameras=self.cameras or SINGLE_VIEW)  # validates size and views
+        # canonical: None for the agentview alone (what every folder before cameras existed holds), else the tuple
+        object.__setattr__(self, "cameras", sim.cameras if len(sim.cameras) > 1 else None)
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The views recorded, main first: ``("agentview",)`` or ``("agentview", "wrist")``."""
+        return self.cameras or SINGLE_VIEW
+
+    def settings(self) -> dict:
+        """The fields as recorded in a demo folder's meta.json (``cameras`` only with several views)."""
+        values = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        if values["cameras"] is None:
+            del values["cameras"]  # single-camera folders stay as they were before cameras existed
+        return values

@@ -15,11 +15,12 @@ gripper (-1 open, +1 close). The proprio vector is documented at ``robosteer.dat
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .backend import load_robosuite
+from .cameras import MAIN_VIEW, MUJOCO_CAMERAS, SINGLE_VIEW, WRIST_CAMERA, check_cameras
 from .predicates import TABLE_TOP_Z, WorldState, is_success
 from .render import Renderer
 from .scene import CAMERA_FOVY, SceneSpec, sample_scene
@@ -47,29 +48,57 @@ HOME_EEF_ROT = np.array([[0.0, np.cos(_TILT), np.sin(_TILT)], [1.0, 0.0, 0.0], [
 
 @dataclass(frozen=True)
 class SimConfig:
-    """How the simulation runs and what it shows the policy."""
+    """How the simulation runs and what it shows the policy.
+
+    ``cameras`` names the views rendered at every step, in a fixed order: ``("agentview",)`` (the
+    default) or ``("agentview", "wrist")``. The first is ``Observation.image`` (rendered from the
+    MuJoCo camera ``camera``); ``"wrist"`` is the Panda's eye-in-hand camera (``cameras.py``).
+    ``wrist_camera=True`` is the same as adding ``"wrist"`` (the two fields are kept consistent).
+    """
 
     image_size: int = 64  # square RGB image side in pixels
-    camera: str = "agentview"  # camera the policy sees
-    wrist_camera: bool = False  # also render robot0_eye_in_hand into Observation.wrist_image
+    camera: str = "agentview"  # MuJoCo camera behind the main view (Observation.image)
+    wrist_camera: bool = False  # also render robot0_eye_in_hand into Observation.wrist_image (= "wrist" in cameras)
     render: bool = True  # False skips all rendering (scripted-expert benchmarks)
     control_freq: int = 10  # control steps per simulated second
+    cameras: tuple[str, ...] = SINGLE_VIEW  # views rendered at every step, main view first (see cameras.py)
 
     def __post_init__(self) -> None:
         if not 16 <= self.image_size <= 512:
             raise ValueError(f"image_size must be in [16, 512], got {self.image_size}")
         if self.control_freq not in (5, 10, 20):
             raise ValueError(f"control_freq must be 5, 10 or 20, got {self.control_freq}")
+        cameras = check_cameras(self.cameras, "SimConfig.cameras")
+        if self.wrist_camera and "wrist" not in cameras:
+            cameras += ("wrist",)
+        object.__setattr__(self, "cameras", cameras)
+        object.__setattr__(self, "wrist_camera", "wrist" in cameras)
 
 
 @dataclass
 class Observation:
-    """What a policy sees at one step."""
+    """What a policy sees at one step.
+
+    With several cameras, ``views`` holds every view by name in ``SimConfig.cameras`` order (its first
+    entry is ``image``); with one camera it is empty. ``images`` is the tuple of views either way.
+    """
 
     image: np.ndarray | None  # (H, W, 3) uint8, upright; None when rendering is off
     proprio: np.ndarray  # (7,) float32, see robosteer.data.schema.PROPRIO_NAMES
     instruction: str
     wrist_image: np.ndarray | None = None
+    views: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def images(self) -> tuple[np.ndarray, ...]:
+        """Every view in camera order: ``(image,)`` with one camera, ``(agentview, wrist)`` with two."""
+        return tuple(self.views.values()) if self.views else (self.image,)
+
+    def side_by_side(self) -> np.ndarray | None:
+        """The views next to each other, (H, W * n_views, 3) (the main image itself with one camera)."""
+        if not self.views or self.image is None:
+            return self.image
+        return np.concatenate(list(self.views.values()), axis=1)
 
 
 def _look_at_quat(pos: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -286,14 +315,20 @@ class SteerEnv(ManipulationEnv):
         size = self.config.image_size
         return self._renderer.render(self.sim.data._data, camera or self.config.camera, size, size)
 
+    def view_camera(self, view: str) -> str:
+        """The MuJoCo camera behind a view name of ``SimConfig.cameras``."""
+        return self.config.camera if view == MAIN_VIEW else MUJOCO_CAMERAS[view]
+
     def observe(self) -> Observation:
         render = self.config.render
-        return Observation(
-            image=self.render_image() if render else None,
-            proprio=self.proprio(),
-            instruction=self.scene.instruction,
-            wrist_image=self.render_image("robot0_eye_in_hand") if render and self.config.wrist_camera else None,
-        )
+        image = self.render_image() if render else None
+        wrist = self.render_image(WRIST_CAMERA) if render and self.config.wrist_camera else None
+        views = {}
+        if render and len(self.config.cameras) > 1:
+            rendered = {MAIN_VIEW: image, "wrist": wrist}
+            views = {name: rendered[name] for name in self.config.cameras}
+        return Observation(image=image, proprio=self.proprio(), instruction=self.scene.instruction,
+                           wrist_image=wrist, views=views)
 
     def close(self):
         if self._renderer is not None:

@@ -2,7 +2,8 @@
 
 ``evaluate(policy, "lift/paraphrase", episodes=50)`` runs the seeded task instances
 ``seed, seed+1, ...`` and returns an :class:`EvalResult`: success rate, 95% Wilson
-interval and per-episode records; optionally it writes a GIF or MP4 per episode.
+interval and per-episode records; optionally it writes a GIF or MP4 per episode (with
+several cameras, ``SimConfig(cameras=("agentview", "wrist"))``, every view side by side).
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def evaluate(
     """``evaluate(policy, "lift/base", episodes=50)``: success rate over seeds ``seed..seed+episodes-1``.
 
     ``policy(image, instruction, proprio) -> (7,)`` action; ``reset()`` and ``attach(env)``
-    are called per episode when the policy has them. Pass ``env`` to reuse one.
+    are called per episode when the policy has them (with several cameras ``image`` is the tuple of
+    views, see ``rollout.py``). Pass ``env`` to reuse one.
     """
     task = Task.parse(task)
     if episodes <= 0:

@@ -4,7 +4,9 @@ Shared by the demonstration collector (the scripted expert, recording every step
 and the rollout evaluator (any policy). A *policy* is a callable
 ``policy(image, instruction, proprio) -> action (7,)``; if it has ``attach(env)`` it
 is given the env first (the scripted expert reads privileged state through it), and
-if it has ``reset()`` that is called at the start of every episode.
+if it has ``reset()`` that is called at the start of every episode. With one camera
+(the default) ``image`` is the (H, W, 3) agentview array; with several
+(``SimConfig(cameras=("agentview", "wrist"))``) it is the tuple of views in camera order.
 """
 
 from __future__ import annotations
@@ -26,11 +28,21 @@ class Episode:
     instruction: str
     success: bool
     length: int  # control steps taken
-    images: np.ndarray | None = None  # (T, H, W, 3) uint8, when recorded
+    images: np.ndarray | None = None  # (T, H, W, 3) uint8 main (agentview) images, when recorded
     proprio: np.ndarray | None = None  # (T, 7) float32
     actions: np.ndarray | None = None  # (T, 7) float32, the policy's (clean) actions
     phases: list[str] = field(default_factory=list)  # expert phase per step, when known
     states: np.ndarray | None = None  # (T, 6) float32 privileged target/goal positions (robosteer.data.schema.STATE_NAMES), when recorded
+    views: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> (T, H, W, 3), every view in order, when recorded with several cameras (views[first] is images)
+
+
+def _policy_image(obs):
+    """What the policy is given as ``image``: the array with one camera, the tuple of views with several."""
+    return obs.images if getattr(obs, "views", None) else obs.image
+
+
+def _video_frame(obs):
+    return obs.side_by_side() if getattr(obs, "views", None) else obs.image
 
 
 def _check_action(action) -> np.ndarray:
@@ -57,7 +69,7 @@ def run_episode(
     steps (default: the family's). With ``action_noise`` > 0 the *executed* arm action
     gets Gaussian noise of that standard deviation (seeded by the episode seed) while
     the recorded action stays the policy's. ``frames``, if given, receives every image
-    including the last one (for videos).
+    including the last one (for videos; with several cameras, the views side by side).
     """
     task = Task.parse(task)
     obs = env.reset_task(task, seed)
@@ -68,20 +80,23 @@ def run_episode(
         policy.reset()
     noise_rng = np.random.default_rng([int(seed), 0xA11CE])
     images, proprio, actions, phases, states = [], [], [], [], []
+    views: dict[str, list] = {}
     has_state = record and hasattr(env, "world_state") and hasattr(env, "scene")
     success = False
     steps = 0
     while steps < horizon:
-        action = _check_action(policy(obs.image, obs.instruction, obs.proprio))
+        action = _check_action(policy(_policy_image(obs), obs.instruction, obs.proprio))
         if record:
             images.append(obs.image)
+            for name, view in getattr(obs, "views", {}).items():
+                views.setdefault(name, []).append(view)
             proprio.append(obs.proprio)
             actions.append(action)
             phases.append(getattr(policy, "phase", ""))
             if has_state:
                 states.append(privileged_state(env.scene, env.world_state()))
         if frames is not None:
-            frames.append(obs.image)
+            frames.append(_video_frame(obs))
         executed = action.astype(np.float64)
         if action_noise > 0:
             executed[:6] += noise_rng.normal(0.0, action_noise, 6)
@@ -91,11 +106,12 @@ def run_episode(
             success = True
             break
     if frames is not None:
-        frames.append(obs.image)
+        frames.append(_video_frame(obs))
     episode = Episode(task, int(seed), obs.instruction, success, steps, phases=phases)
     if record:
         episode.images = np.stack(images) if images[0] is not None else None
         episode.proprio = np.stack(proprio).astype(np.float32)
         episode.actions = np.stack(actions).astype(np.float32)
         episode.states = np.stack(states) if has_state else None
+        episode.views = {name: episode.images if name == next(iter(views)) else np.stack(v) for name, v in views.items()}
     return episode
