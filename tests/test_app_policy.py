@@ -54,3 +54,20 @@ def test_a_token_model_predicts_every_step():
     image, text, proprio = observation()
     assert policy(image, text, proprio).shape == (7,) and policy(image, text, proprio).shape == (7,)
     assert policy.forward_passes == 2
+
+
+def test_a_two_view_policy_takes_the_simulators_tuple_of_views():
+    from robosteer.models.loading import build_vla_from_config
+
+    base = tiny_train_vla()
+    vla = build_vla_from_config(base.config.replace(n_views=2, action_head="l1-regression", action_chunk=2),
+                                tokenizer=base.tokenizer, seed=2).eval()
+    image, text, proprio = observation()
+    wrist = 255 - image
+    action = VLAPolicy(vla)((image, wrist), text, proprio)
+    expected = np.asarray(vla.predict_action([image, wrist], text, proprio=proprio), dtype=np.float32)[0]
+    np.testing.assert_array_equal(action, expected)
+    with pytest.raises(ValueError, match="gives 1 camera view.*takes 2"):
+        VLAPolicy(vla)(image, text, proprio)
+    with pytest.raises(ValueError, match="gives 2 camera view.*takes 1"):
+        VLAPolicy(tiny_train_vla())((image, wrist), text, proprio)

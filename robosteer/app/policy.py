@@ -56,6 +56,10 @@ class VLAPolicy:
 
         if self._queue:
             return self._queue.pop(0)
+        views, wanted = (len(image) if isinstance(image, (tuple, list)) else 1), int(self.vla.config.n_views)
+        if views != wanted:  # the simulator passes a tuple of views when it renders several cameras
+            raise ValueError(f"the simulator gives {views} camera view(s) per step; this policy takes {wanted} "
+                             f"(its n_views): evaluate with that many cameras (SimConfig.cameras, --cameras)")
         proprio = proprio if self.vla.config.proprio_dim else None
         with torch.no_grad():
             action = np.asarray(self.vla.predict_action(image, instruction, proprio=proprio, unnorm_key=self.unnorm_key),

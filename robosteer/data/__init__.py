@@ -8,6 +8,7 @@ with ``DemoWriter``; training, recording and probes read ``Frame`` objects from 
 - ``demo_format.py``: the demo folder format (``DemoWriter``, readers with clear errors);
 - ``dataset.py`` / ``lerobot.py``: ``DemoDataset`` / ``LeRobotDataset`` frame loaders;
 - ``folders.py``: ``open_demos(path)``, either loader by what the folder holds;
+- ``chunks.py``: ``ActionChunks``, each frame's next K actions (for chunking models);
 - ``keyframes.py``: keyframe flags; ``statistics.py``: OpenVLA-layout dataset statistics.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from robosteer.lazy import lazy_exports
 
 _EXPORTS = {
+    "ActionChunks": "robosteer.data.chunks",
     "Frame": "robosteer.data.frames",
     "FrameDataset": "robosteer.data.frames",
     "check_frame": "robosteer.data.frames",

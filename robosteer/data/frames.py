@@ -119,8 +119,10 @@ def check_frame(frame: Frame, index: int, action_dim: int, proprio_dim: int, chu
             continue
         value = np.asarray(getattr(frame, key), dtype=np.float64)
         if value.shape != shape:
+            hint = (f" (the model predicts chunks of {chunk} actions: give each frame its next {chunk} actions, "
+                    f"e.g. robosteer.data.ActionChunks(dataset, {chunk}))" if key == "action" and chunk > 1 else "")
             raise ValueError(f"frame {index}: {key} must have shape {shape} to match the model's statistics, "
-                             f"got {value.shape}")
+                             f"got {value.shape}{hint}")
         if not np.isfinite(value).all():
             raise ValueError(f"frame {index}: {key} has non-finite values")
 
@@ -250,6 +252,7 @@ class ConcatFrames:
         self.actions = np.concatenate([p.actions for p in self.parts])
         self.proprio = np.concatenate([p.proprio for p in self.parts])
         self.episode_index = np.concatenate([p.episode_index + o for p, o in zip(self.parts, self.episode_offsets)])
+        self.step_index = np.concatenate([p.step_index for p in self.parts])
         self.image_size = getattr(self.parts[0], "image_size", None)
         cameras = {tuple(getattr(p, "cameras", ())) for p in self.parts}
         self.cameras = cameras.pop() if len(cameras) == 1 else ()  # the parts' views, when they all have the same
