@@ -100,3 +100,32 @@ def test_probe_validation():
         Probe.from_frames("visual", [{}, {}], [{}])
     with pytest.raises(ValueError, match="mode must be one of"):
         PatchingConfig(mode="noise")
+
+
+@pytest.fixture(scope="module")
+def l1_vla():
+    """The same tiny model with a continuous (L1 regression) action head: K*A slots, bidirectional attention."""
+    from robosteer.models.loading import build_vla_from_config
+
+    base = tiny_vla(seed=4, llm_layers=3, llm_heads=4)
+    cfg = base.config.replace(action_head="l1-regression", action_chunk=1)
+    return build_vla_from_config(cfg, tokenizer=base.tokenizer, seed=4).eval()
+
+
+@pytest.mark.parametrize("kind", ["visual", "linguistic"])
+def test_continuous_metric_patching_every_llm_head_restores_clean(l1_vla, probes, kind):
+    names = _z_names(_heads(l1_vla, ("llm",)))
+    clean_inputs = build_inputs(l1_vla, [probes[kind].pairs[0][0]])
+    assert clean_inputs["targets"].shape == (1, 1, 7) and clean_inputs["targets"].dtype.is_floating_point
+    patched, clean, corrupt = _restore_all(l1_vla, probes[kind].pairs[0], names)
+    assert clean <= 0 and abs(clean - corrupt) > 1e-4  # minus an L1 distance; the probe changes it
+    assert patched == pytest.approx(clean, abs=1e-4)
+
+
+def test_continuous_metric_scorers_run_and_agree(l1_vla, probes):
+    act = activation_patching(l1_vla, probes["linguistic"], PatchingConfig(heads_per_batch=5))
+    attr = attribution_patching(l1_vla, probes["linguistic"])
+    assert np.isfinite(act.columns["activation:linguistic"]).all()
+    rho = act.spearman(attr, "activation:linguistic", other_column="attribution:linguistic")
+    print(f"continuous metric: Spearman(attribution, activation) = {rho:.3f}")
+    assert rho >= 0.5

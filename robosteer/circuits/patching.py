@@ -1,8 +1,8 @@
 """Activation patching (causal mediation) and attribution patching of every head, over probes.
 
 One engine serves both. For each probe pair, a clean run and a corrupted run give the
-metric ``m`` (log-probability of the clean action tokens, ``probes.action_logprob``)
-and every head's ``hook_z``:
+metric ``m`` (``probes.probe_metric``: log-probability of the clean action tokens, or minus the
+L1 error of a continuous chunk) and every head's ``hook_z``:
 
 - ``activation_patching``: run the corrupted input with one head's clean output patched
   in (at the LLM's end positions, or all positions of a vision tower); the score is the
@@ -31,7 +31,7 @@ import torch
 
 from ..interventions import active_heads, group_by_site, head_slice_hooks
 from ..sites import Head, HookSite
-from .probes import Probe, action_logprob, build_inputs
+from .probes import Probe, build_inputs, probe_metric
 from .scores import HeadScores
 
 MODES = ("denoise", "mean_ablation")
@@ -77,12 +77,13 @@ def _aligned(cache, names: Sequence[str], end: torch.Tensor, row: int) -> dict[s
 
 def _metric(vla, built, fwd_hooks=()) -> torch.Tensor:
     out = vla.run_with_hooks(**built["inputs"], fwd_hooks=fwd_hooks)
-    return action_logprob(out.logits, built["end"], built["targets"])
+    return probe_metric(vla, out, built["end"], built["targets"])
 
 
 def _repeat(built: dict, n: int) -> dict:
-    inputs = {k: v.expand(n, *v.shape[1:]) for k, v in built["inputs"].items()}
-    return {"inputs": inputs, "end": built["end"].expand(n, -1), "targets": built["targets"].expand(n, -1)}
+    inputs = {k: v.expand(n, *v.shape[1:]) if torch.is_tensor(v) else v for k, v in built["inputs"].items()}
+    targets = built["targets"]
+    return {"inputs": inputs, "end": built["end"].expand(n, -1), "targets": targets.expand(n, *targets.shape[1:])}
 
 
 def _patch_hooks(chunk: Sequence[Head], sources: dict[str, torch.Tensor], dst_end: torch.Tensor):
@@ -155,7 +156,7 @@ def attribution_patching(vla, probe: Probe, towers: Sequence[str] = ("llm",), un
         _, clean_cache = vla.run_with_cache(**clean["inputs"], names_filter=names)
         m_clean = _metric(vla, clean)
     m_corrupt, corrupt_cache, grads = vla.run_with_cache_and_grads(
-        lambda out: action_logprob(out.logits, corrupt["end"], corrupt["targets"]), **corrupt["inputs"], names_filter=names)
+        lambda out: probe_metric(vla, out, corrupt["end"], corrupt["targets"]), **corrupt["inputs"], names_filter=names)
     gap = float((m_clean - m_corrupt).sum())
     values = np.zeros(len(heads))
     index = {h: i for i, h in enumerate(heads)}

@@ -3,8 +3,9 @@
 A probe is a list of pairs of frames that differ in one factor: the image (visual:
 object colour/shape; environment: lighting/table), the instruction (linguistic:
 paraphrase or another target), or the scene layout (physical/spatial). Both frames of
-a pair carry the **clean** demonstrated action; the metric is the log-probability the
-policy gives the clean action's tokens, teacher-forced after the prompt.
+a pair carry the **clean** demonstrated action; the metric (``probe_metric``) is the log-probability
+the policy gives the clean action's tokens, teacher-forced after the prompt, or, for a model with a
+continuous-action head, minus the L1 distance of its predicted chunk from the clean one.
 
 Positions: for the LLM, the causal scorers act on the *end* positions of the sequence
 (the last prompt token and the action tokens), which are the same tokens in both
@@ -71,15 +72,35 @@ class Probe:
 
 
 def build_inputs(vla, frames: Sequence[Frame | Mapping[str, Any]], unnorm_key: str | None = None) -> dict[str, Any]:
-    """Teacher-forced inputs plus, per example, the end positions ``(B, 1 + A)`` and the action target ids ``(B, A)``.
+    """Teacher-forced inputs plus, per example, the end positions ``(B, 1 + K*A)`` and the targets.
 
-    ``end`` is the last prompt position then every action token's position (``models.sequence``).
+    ``end`` is the last prompt position then every action position (``models.sequence``). The targets are
+    the clean action's token ids ``(B, A)`` for a token model, or its normalised continuous chunk
+    ``(B, K, A)`` for a regression-head model (whose inputs then ask for the hidden states).
     """
     from ..models.sequence import SequenceBuilder
 
-    seq = SequenceBuilder(vla, unnorm_key).build(frames)  # prompt + action tokens, no EOS
+    seq = SequenceBuilder(vla, unnorm_key).build(frames)  # prompt + action tokens (or slots + stop token), no EOS
     end = torch.cat([seq.last_prompt[:, None], seq.action_positions], dim=1)  # last prompt token .. last action token
+    if vla.config.parallel_decoding:
+        return {"inputs": {**seq.model_inputs(), "output_hidden_states": True}, "end": end, "targets": seq.actions}
     return {"inputs": seq.model_inputs(), "end": end, "targets": seq.action_ids}
+
+
+def probe_metric(vla, out, end: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The causal scorers' metric per example ``(B,)``, higher when the clean action is more likely:
+
+    - token actions: :func:`action_logprob`, the log-probability of the clean action's tokens;
+    - continuous actions (a regression head): minus the L1 distance between the predicted normalised chunk
+      and the clean one, summed over the chunk's values (the head reads the hidden states at ``end[:, :-1]``,
+      one before each action slot, as it does when predicting).
+    """
+    if not vla.config.parallel_decoding:
+        return action_logprob(out.logits, end, targets)
+    hidden = out.hidden_states[-1]  # (B, S, D), after the final norm
+    picked = hidden.gather(1, end[:, :-1, None].to(hidden.device).expand(-1, -1, hidden.shape[-1]))
+    predicted = vla.action_head.predict_action(picked.to(vla.action_head.model.fc1.weight.dtype))  # (B, K, A)
+    return -(predicted.float() - targets.to(predicted.device).float()).abs().sum(dim=(1, 2))
 
 
 def action_logprob(logits: torch.Tensor, end: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
