@@ -28,7 +28,7 @@ def main() -> int:
     p.add_argument("--tasks", default="lift/base,place/base")
     p.add_argument("--episodes", type=int, default=200, help="clean expert episodes per task")
     p.add_argument("--action-head", default="tokens", choices=("tokens", "l1-regression"))
-    p.add_argument("--chunk", type=int, default=1)
+    p.add_argument("--chunk", type=int, default=1, help="actions per forward pass (needs --action-head l1-regression)")
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -65,6 +65,10 @@ def main() -> int:
     collect_s = time.perf_counter() - t0
     frames = DemoDataset(demos_dir)
     stats = combined_statistics(frames, DATASET_NAME)
+    if args.chunk > 1:  # each frame's next K actions (the policy then runs each chunk open loop)
+        from robosteer.data.chunks import ActionChunks
+
+        frames = ActionChunks(frames, args.chunk)
     cfg, tok = default_config(stats)
     if args.action_head != "tokens":
         cfg = cfg.replace(action_head=args.action_head, action_chunk=args.chunk)
