@@ -152,3 +152,31 @@ def test_finetune_top_k_selection_uses_the_run_seed(tmp_path, demos, policy):
         expected = discover(vla, open_demos(demos), DiscoverConfig(method="random", top_k=3, seed=seed)).mask
         assert chosen[seed] == [str(h) for h in expected.heads]
     assert chosen[0] != chosen[3]
+
+
+def test_pretrain_with_openvla_oft_switches(tmp_path):
+    """`robosteer pretrain` with the wrist camera, continuous actions and chunks: the switches reach the demos,
+    the model and the training targets."""
+    out = tmp_path / "oft"
+    assert main(["pretrain", "--out", str(out), "--episodes", "1", "--noisy-episodes", "0", "--workers", "1",
+                 "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--label-smoothing", "0",
+                 "--action-head", "l1-regression", "--action-chunk", "2", "--cameras", "agentview,wrist",
+                 "--aux-weight", "0", "--no-progress"]) == 0
+    from robosteer.data.dataset import DemoDataset
+    from robosteer.models import load_vla
+
+    assert DemoDataset(out / "demos" / "clean").cameras == ("agentview", "wrist")
+    vla = load_vla(out / "final")
+    assert (vla.config.n_views, vla.config.action_head, vla.config.action_chunk) == (2, "l1-regression", 2)
+    recipe = json.loads((out / "pretrain_config.json").read_text())
+    assert recipe["cameras"] == ["agentview", "wrist"] and recipe["action_chunk"] == 2
+
+
+def test_pretrain_refuses_inconsistent_switches():
+    from robosteer.app.pretrain import PretrainConfig
+
+    with pytest.raises(ValueError, match="label_smoothing=1.0 smooths action tokens"):
+        PretrainConfig(out_dir="o", action_head="l1-regression")
+    with pytest.raises(ValueError, match="action_chunk=4: chunks of more than one action need"):
+        PretrainConfig(out_dir="o", action_chunk=4)
+    assert PretrainConfig(out_dir="o", cameras=("agentview",)).cameras is None  # the default, canonical

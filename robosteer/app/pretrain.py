@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from robosteer.config_cli import field_default
+from robosteer.sim.cameras import VIEWS
 from robosteer.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,13 @@ class PretrainConfig:
         "help": "brightness/contrast/saturation jitter; no crop and no hue shift (positions and colours matter)"})
     augment_shift: int = field(default=field_default(TrainConfig, "augment_shift"), metadata={
         "help": "random image translation of up to this many pixels (0: off; 2 with 2.4x the data did worse)"})
+    action_head: str = field(default="tokens", metadata={"choices": ("tokens", "l1-regression"), "help":
+        "the policy's actions: 256-bin tokens (v1), or continuous through OpenVLA-OFT's L1 regression head "
+        "(needs --label-smoothing 0)"})
+    action_chunk: int = field(default=1, metadata={
+        "help": "actions per forward pass, decoded in parallel (> 1 needs --action-head l1-regression)"})
+    cameras: tuple[str, ...] | None = field(default=None, metadata={"choices": VIEWS, "help":
+        "camera views the demos record and the policy reads, in order (default: the agentview alone)"})
     aux_weight: float = field(default=1.0, metadata={
         "help": "weight of the auxiliary object/goal position targets (train/auxiliary.py) from privileged demo "
                 "state (0: behaviour cloning only)"})
@@ -79,7 +87,29 @@ class PretrainConfig:
             raise ValueError("episodes must be >= 1 and noisy_episodes >= 0")
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
+        if self.action_head != "tokens" and self.label_smoothing:
+            raise ValueError(f"PretrainConfig.label_smoothing={self.label_smoothing} smooths action tokens; with "
+                             f"action_head={self.action_head!r} set it to 0 (--label-smoothing 0)")
+        if self.action_chunk < 1 or (self.action_chunk > 1 and self.action_head == "tokens"):
+            raise ValueError(f"PretrainConfig.action_chunk={self.action_chunk}: chunks of more than one action need "
+                             "action_head='l1-regression' (and the chunk must be >= 1)")
+        object.__setattr__(self, "cameras", self.collect_cameras())  # canonical: None for the agentview alone
         self.train_config()  # TrainConfig checks the training settings here: before the collection, not after
+
+    def collect_cameras(self) -> tuple[str, ...] | None:
+        """The demos' cameras as ``CollectConfig`` records them (None: the agentview alone)."""
+        from robosteer.sim.collect_config import CollectConfig
+
+        return CollectConfig(tasks=("lift/base",), cameras=self.cameras).cameras
+
+    def model_changes(self) -> dict[str, Any]:
+        """The ``VLAConfig`` fields this recipe changes from the default shape (OpenVLA-OFT's switches)."""
+        changes: dict[str, Any] = {}
+        if self.cameras:
+            changes["n_views"] = len(self.cameras)
+        if self.action_head != "tokens":
+            changes.update(action_head=self.action_head, action_chunk=self.action_chunk)
+        return changes
 
     def train_config(self) -> TrainConfig:
         """The ``TrainConfig`` of the pretraining run: ``TRAINING_FIELDS`` from here, the rest from ``RECIPE``."""
@@ -97,7 +127,8 @@ def _collect(tasks, episodes: int, seed: int, noise: float, out: Path, config: P
         log.info("using the demonstrations already in %s", out)
         return DemoDataset(out)
     report = collect(CollectConfig(tasks=tuple(str(t) for t in tasks), episodes=episodes, seed=seed,
-                                   workers=config.workers, image_size=config.image_size, action_noise=noise), out)
+                                   workers=config.workers, image_size=config.image_size, action_noise=noise,
+                                   cameras=config.cameras), out)
     log.info("collected %s:\n%s", out, report.summary())
     return DemoDataset(out)
 
@@ -140,7 +171,13 @@ def pretrain(config: PretrainConfig) -> Path:
     frames = pretraining_data(config)
     stats = combined_statistics(frames, DATASET_NAME)
     cfg, tok = default_config(stats)
+    if config.model_changes():
+        cfg = cfg.replace(**config.model_changes())  # VLAConfig validates them (e.g. a chunk needs the L1 head)
     vla = build_vla_from_config(cfg, tokenizer=tok, seed=config.seed)
+    if config.action_chunk > 1:  # each frame's next K actions
+        from robosteer.data.chunks import ActionChunks
+
+        frames = ActionChunks(frames, config.action_chunk)
     log.info("default policy: %.2fM parameters, %d frames from %d episodes",
              sum(p.numel() for p in vla.parameters()) / 1e6, len(frames), int(np.unique(frames.episode_index).size))
     write_json_atomic(Path(config.out_dir) / "pretrain_config.json", asdict(config))
