@@ -42,7 +42,7 @@ def main() -> int:
     import torch
 
     from robosteer.app.policy import PolicyFactory
-    from robosteer.app.pretrain import combined_statistics
+    from robosteer.app.pretrain import RECIPE, combined_statistics
     from robosteer.data.dataset import DemoDataset
     from robosteer.data.demo_format import DATASET_NAME
     from robosteer.files import write_json_atomic
@@ -74,11 +74,10 @@ def main() -> int:
         cfg = cfg.replace(action_head=args.action_head, action_chunk=args.chunk)
     vla = build_vla_from_config(cfg, tokenizer=tok, seed=0)
     n_params = sum(p.numel() for p in vla.parameters())
+    recipe = {**RECIPE, "ckpt_every": 200, "log_every": 20}  # the default policy's recipe, logged more often
     train_cfg = TrainConfig(out_dir=str(out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                            schedule="cosine", warmup_steps=min(500, args.steps // 10), min_lr_ratio=0.05,
-                            betas=(0.9, 0.95), seed=0, augment=True, augment_crop_scale=1.0, augment_hue=0.0,
-                            label_smoothing=1.0 if args.action_head == "tokens" else 0.0, ckpt_every=200,
-                            log_every=20, progress=False)
+                            warmup_steps=min(500, args.steps // 10), seed=0, augment=True,
+                            label_smoothing=1.0 if args.action_head == "tokens" else 0.0, progress=False, **recipe)
     t1 = time.perf_counter()
     result = train(vla, frames, make_strategy("full"), train_cfg)
     train_s = result.elapsed_s

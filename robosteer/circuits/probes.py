@@ -97,9 +97,9 @@ def probe_metric(vla, out, end: torch.Tensor, targets: torch.Tensor) -> torch.Te
     """
     if not vla.config.parallel_decoding:
         return action_logprob(out.logits, end, targets)
-    hidden = out.hidden_states[-1]  # (B, S, D), after the final norm
-    picked = hidden.gather(1, end[:, :-1, None].to(hidden.device).expand(-1, -1, hidden.shape[-1]))
-    predicted = vla.action_head.predict_action(picked.to(vla.action_head.model.fc1.weight.dtype))  # (B, K, A)
+    from ..models.action_heads import chunk_at
+
+    predicted = chunk_at(vla, out.hidden_states[-1], end[:, :-1])  # (B, K, A), from the final-norm hidden states
     return -(predicted.float() - targets.to(predicted.device).float()).abs().sum(dim=(1, 2))
 
 

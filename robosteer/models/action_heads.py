@@ -241,7 +241,12 @@ def chunk_from_hidden(vla: Any, hidden: torch.Tensor, batch: Any) -> torch.Tenso
     The head reads the hidden states at ``batch.predicting(batch.action_positions)`` (one before each action
     slot, as OFT trains and predicts).
     """
-    index = batch.predicting(batch.action_positions).to(hidden.device)  # (B, K*A)
+    return chunk_at(vla, hidden, batch.predicting(batch.action_positions))
+
+
+def chunk_at(vla: Any, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(B, K, A) normalised chunks read by the head from ``hidden`` (B, S, D) at ``positions`` (B, K*A)."""
+    index = positions.to(hidden.device)
     picked = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
     return vla.action_head.predict_action(picked.to(vla.action_head.model.fc1.weight.dtype))
 
