@@ -49,6 +49,25 @@ def test_execute_limits_the_open_loop_part():
         VLAPolicy(chunk_vla(3), execute=4)
 
 
+def test_temporal_ensembling_averages_every_chunks_prediction_for_the_step():
+    torch.manual_seed(0)
+    vla, m = chunk_vla(3), 0.5
+    observations = [observation(seed) for seed in range(4)]  # a different observation each step
+    chunks = [np.asarray(vla.predict_action(im, tx, proprio=pr), dtype=np.float32) for im, tx, pr in observations]
+    policy = VLAPolicy(vla, ensemble=m)
+    got = [policy(*obs) for obs in observations]
+    assert policy.forward_passes == 4  # one chunk per step
+    for t in range(4):  # chunk s predicts step t at its index t - s; the oldest weighs exp(0)
+        preds = [chunks[s][t - s] for s in range(max(0, t - 2), t + 1)]
+        w = np.exp(-m * np.arange(len(preds)))
+        np.testing.assert_allclose(got[t], (w[:, None] * np.stack(preds)).sum(0) / w.sum(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got[2], chunks[2][0])  # the average differs from the newest chunk alone
+    policy.reset()  # a new episode starts from its own chunk only
+    np.testing.assert_array_equal(policy(*observations[0]), chunks[0][0])
+    with pytest.raises(ValueError, match="not both"):
+        VLAPolicy(chunk_vla(3), execute=1, ensemble=0.01)
+
+
 def test_a_token_model_predicts_every_step():
     policy = VLAPolicy(tiny_train_vla())
     image, text, proprio = observation()

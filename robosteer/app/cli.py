@@ -39,16 +39,16 @@ log = logging.getLogger(__name__)
 POLICY_HELP = "'expert' or a saved policy path (via robosteer.app.policy)"
 
 
-def _load_policy(spec: str):
+def _load_policy(spec: str, **execution):
     from .policy import load_policy
 
-    return load_policy(spec)
+    return load_policy(spec, **execution)
 
 
-def _policy_factory(spec: str):
+def _policy_factory(spec: str, **execution):
     from .policy import PolicyFactory
 
-    return PolicyFactory(spec)
+    return PolicyFactory(spec, **execution)
 
 
 def register(subparsers) -> None:

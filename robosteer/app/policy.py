@@ -32,24 +32,39 @@ class VLAPolicy:
     """Closed-loop wrapper around an ``OpenVLA``: one action per call.
 
     A token model (and a chunk of K = 1) is Markovian: each call is one forward pass. A model that
-    predicts chunks of K actions in one pass runs open loop on the first ``execute`` actions of each
-    chunk (all K by default, as OpenVLA-OFT executes them), then predicts the next chunk; ``reset``
-    drops what is left of a chunk at the start of an episode. ``forward_passes`` counts the model calls.
+    predicts chunks of K actions in one pass executes them in one of two ways:
+
+    - open loop (the default): the first ``execute`` actions of each chunk (all K by default, as
+      OpenVLA-OFT executes them), then the next chunk: about K / ``execute`` times fewer passes;
+    - temporal ensembling (``ensemble=m``, ACT's rule): a chunk is predicted at every step and the
+      action executed at step t is the average of every chunk's prediction for t, weighted
+      ``exp(-m i)`` with i = 0 the oldest prediction (ACT uses m = 0.01): one pass per step.
+
+    ``reset`` forgets the pending actions at the start of an episode. ``forward_passes`` counts the model calls.
     """
 
-    def __init__(self, vla, unnorm_key: str | None = None, execute: int | None = None) -> None:
+    def __init__(self, vla, unnorm_key: str | None = None, execute: int | None = None,
+                 ensemble: float | None = None) -> None:
         self.vla = vla.eval()
         self.unnorm_key = unnorm_key
         chunk = int(getattr(vla.config, "action_chunk", 1))
         if execute is not None and not 1 <= execute <= chunk:
             raise ValueError(f"execute={execute}: the policy predicts chunks of {chunk} action(s); execute 1 .. {chunk}")
+        if ensemble is not None:
+            if execute is not None:
+                raise ValueError("give execute= (open loop) or ensemble= (temporal ensembling), not both")
+            if not ensemble >= 0:
+                raise ValueError(f"ensemble={ensemble}: the weight decay m of exp(-m i) must be >= 0")
         self.execute = chunk if execute is None else int(execute)
+        self.ensemble = None if ensemble is None else float(ensemble)
         self.forward_passes = 0
         self._queue: list[np.ndarray] = []
+        self._pending: list[list[np.ndarray]] = []  # ensembling: _pending[j] = predictions for step t + j, oldest first
 
     def reset(self) -> None:
         """Called at the start of an episode: forget the rest of the current chunk."""
         self._queue.clear()
+        self._pending.clear()
 
     def __call__(self, image: np.ndarray, instruction: str, proprio: Any = None) -> np.ndarray:
         import torch
@@ -67,8 +82,20 @@ class VLAPolicy:
         self.forward_passes += 1
         if action.ndim == 1:  # a token model: one action
             return action
+        if self.ensemble is not None:
+            return self._ensembled(action)
         self._queue = list(action[1:self.execute])  # (K, A): run the first `execute` actions open loop
         return action[0]
+
+    def _ensembled(self, chunk: np.ndarray) -> np.ndarray:
+        """Add this step's chunk to the pending predictions and return the weighted average for this step."""
+        while len(self._pending) < len(chunk):
+            self._pending.append([])
+        for j, action in enumerate(chunk):
+            self._pending[j].append(action)
+        now = np.stack(self._pending.pop(0))  # (n, A), oldest first
+        weights = np.exp(-self.ensemble * np.arange(len(now)))
+        return (weights[:, None] * now).sum(0).astype(np.float32) / np.float32(weights.sum())
 
 
 def write_policy_file(path: str | Path, base: str | Path, adapter: str | Path | None = None) -> Path:
@@ -82,16 +109,18 @@ def write_policy_file(path: str | Path, base: str | Path, adapter: str | Path | 
     return write_json_atomic(path, spec, newline=False)
 
 
-def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key: str | None = None):
+def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key: str | None = None,
+                execute: int | None = None, ensemble: float | None = None):
     """``load_policy(checkpoint, adapter=None)``: a checkpoint folder (or ``"default"``), optionally with an
     adapter folder written by ``robosteer finetune`` (heads or LoRA), merged into the weights.
+    ``execute`` / ``ensemble``: how a chunk model runs its chunks (:class:`VLAPolicy`).
 
     ``path`` may also be a ``policy.json`` (``write_policy_file``) naming the base and the adapter, or
     ``"expert"``: the simulator's scripted expert (a ``ScriptedExpert``; every other spec gives a ``VLAPolicy``).
     """
     if str(path) == "expert":
-        if adapter is not None:
-            raise ValueError("the scripted expert takes no adapter")
+        if adapter is not None or execute is not None or ensemble is not None:
+            raise ValueError("the scripted expert takes no adapter and no chunk execution")
         from robosteer.sim.expert import ScriptedExpert
 
         return ScriptedExpert()
@@ -114,7 +143,7 @@ def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key:
         from robosteer.train.adapters import load_adapter
 
         load_adapter(vla, adapter, merge=True)
-    return VLAPolicy(vla, unnorm_key)
+    return VLAPolicy(vla, unnorm_key, execute=execute, ensemble=ensemble)
 
 
 @dataclass(frozen=True)
@@ -126,10 +155,14 @@ class PolicyFactory:
     """
 
     spec: str  # a load_policy spec: "expert", "default", a checkpoint folder or a policy.json
+    execute: int | None = None  # a chunk model: actions of each chunk run open loop (VLAPolicy)
+    ensemble: float | None = None  # a chunk model: temporal ensembling with weights exp(-m i) (VLAPolicy)
 
     def __post_init__(self) -> None:
         if not isinstance(self.spec, str) or not self.spec:
             raise ValueError(f"PolicyFactory.spec must be a non-empty policy name or path (str), got {self.spec!r}")
+        if self.execute is not None and self.ensemble is not None:
+            raise ValueError("PolicyFactory: give execute (open loop) or ensemble (temporal ensembling), not both")
 
     @property
     def name(self) -> str:
@@ -141,4 +174,4 @@ class PolicyFactory:
             import torch
 
             torch.set_num_threads(1)  # one worker per core
-        return load_policy(self.spec)
+        return load_policy(self.spec, execute=self.execute, ensemble=self.ensemble)

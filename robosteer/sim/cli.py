@@ -87,21 +87,23 @@ def cmd_collect(args) -> int:
 
 
 def cmd_evaluate(args, load_policy, policy_factory) -> int:
-    """``load_policy(spec)``: the policy run in this process; ``policy_factory(spec)``: a picklable zero-argument
-    factory of it, called once in each worker process (with ``--workers`` > 1)."""
+    """``load_policy(spec, **execution)``: the policy run in this process; ``policy_factory(spec, **execution)``: a
+    picklable zero-argument factory of it, called once in each worker process (with ``--workers`` > 1).
+    ``execution`` holds ``execute`` / ``ensemble`` when given (how a chunk policy runs its chunks)."""
     from .evaluate import evaluate
 
+    execution = {k: v for k, v in (("execute", args.execute), ("ensemble", args.ensemble)) if v is not None}
     if args.workers > 1 and not args.video_dir and args.horizon is None:
         from .collect import measure_policy
 
-        results = measure_policy(policy_factory(args.policy), _task_names(args), episodes=args.episodes, seed=args.seed,
+        results = measure_policy(policy_factory(args.policy, **execution), _task_names(args), episodes=args.episodes, seed=args.seed,
                                  workers=args.workers, config=_sim_config(args))
         for result in results.values():
             print(result.summary())
             if args.per_episode:
                 print(result.to_frame().to_string(index=False))
         return 0
-    policy = load_policy(args.policy)
+    policy = load_policy(args.policy, **execution)
     for task in _task_names(args):
         result = evaluate(
             policy,
@@ -156,6 +158,10 @@ def register_evaluate(subparsers, *, load_policy, policy_factory, policy_help: s
     p.add_argument("--policy", default="expert", help=policy_help)
     p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own simulator and policy")
     p.add_argument("--horizon", type=int, default=None, help="steps per episode (default: the family's)")
+    p.add_argument("--execute", type=int, default=None,
+                   help="a policy predicting chunks of K actions: run the first N of each chunk open loop (default: all K)")
+    p.add_argument("--ensemble", type=float, default=None, metavar="M",
+                   help="a chunk policy: temporal ensembling instead, a chunk every step, weights exp(-M i) (ACT: 0.01)")
     p.add_argument("--video-dir", default=None, help="write one video per episode here")
     p.add_argument("--video-format", choices=("gif", "mp4"), default="gif")
     VIEW_ARGUMENTS.add_to(p)
