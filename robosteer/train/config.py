@@ -59,6 +59,8 @@ class TrainConfig:
         "help": "hue shift range in turns (0: keep colours, e.g. when colour names the target)"})
     label_smoothing: float = field(default=0.0, metadata={
         "help": "Gaussian smoothing over neighbouring action bins, sigma in bins (0: off)"})
+    ema_decay: float = field(default=0.0, metadata={
+        "help": "exponential moving average of the trainable weights, saved as the final output (0: off; e.g. 0.999)"})
     unnorm_key: str | None = field(default=None, metadata={
         "help": "which of the model's dataset statistics normalise the actions"})
     mixed_precision: str = field(default="no", metadata={"help": "accelerate's mixed precision",
@@ -96,6 +98,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.augment_{err}") from None
         if self.label_smoothing < 0:
             raise ValueError(f"TrainConfig.label_smoothing must be >= 0, got {self.label_smoothing}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"TrainConfig.ema_decay must be in [0, 1) (0: off), got {self.ema_decay!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"TrainConfig.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))

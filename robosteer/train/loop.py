@@ -15,7 +15,8 @@ last good checkpoint stays on disk.
 
 Outputs in ``config.out_dir``: ``checkpoints/step-*/``, ``metrics.jsonl``/``metrics.csv``
 (``metrics.py``), and at the end ``final/`` in the strategy's format (heads adapter,
-peft LoRA adapter, or a full checkpoint).
+peft LoRA adapter, or a full checkpoint); with ``ema_decay`` the final output holds the
+exponential moving average of the weights (``ema.py``), which the checkpoints keep too.
 
 Usage::
 
@@ -42,11 +43,12 @@ from ..data.frames import Frame
 from ..models.action_heads import l1_action_loss
 from .batches import BatchBuilder, as_frames
 from .config import TrainConfig, augment_config, lr_factor
+from .ema import WeightAverage
 from .loss import action_loss
 from .metrics import MetricsLog
 from .sampler import DataOrder
 from .state import (capture_rng, checkpoint_dir, gather_state, latest_checkpoint, load_checkpoint, prune_checkpoints,
-                    read_state, save_checkpoint)
+                    read_average, read_state, save_checkpoint)
 from .strategies.base import Strategy, trainable_parameters
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ log = logging.getLogger(__name__)
 # Settings a resumed run must share with the run that wrote the checkpoint (else it would not be the same run).
 RESUME_KEYS = ("batch_size", "lr", "schedule", "warmup_steps", "min_lr_ratio", "betas", "weight_decay", "eps",
                "grad_clip", "seed", "augment", "augment_shift", "augment_crop_scale", "augment_hue", "label_smoothing",
-               "unnorm_key")
+               "unnorm_key", "ema_decay")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -136,6 +138,11 @@ def train(vla: nn.Module, frames: Iterable[Frame | Mapping[str, Any]], strategy:
     order = DataOrder(len(frames), config.seed)
 
     names = [name for name, _ in trainable_parameters(vla)]
+    ema = None
+    if config.ema_decay:
+        if str(accelerator.distributed_type).endswith("FSDP"):
+            raise ValueError("TrainConfig.ema_decay is not supported with FSDP (each process would average its shard)")
+        ema = WeightAverage(trainable_parameters(vla), config.ema_decay)
     model, prepared_optimizer = accelerator.prepare(vla, optimizer)
     start, elapsed_before, resumed_from = 0, 0.0, None
     latest = latest_checkpoint(ckpt_root) if config.resume else None
@@ -144,6 +151,8 @@ def train(vla: nn.Module, frames: Iterable[Frame | Mapping[str, Any]], strategy:
         meta = load_checkpoint(latest, model=model, optimizer=optimizer, scheduler=scheduler, trainable=names,
                                rank=rank)
         start, elapsed_before, resumed_from = int(meta["step"]), float(meta["elapsed_s"]), latest
+        if ema is not None:
+            ema.load(read_average(latest), str(latest))
         log.info("resuming from %s (step %d)", latest, start)
     metrics = MetricsLog(out)
     if accelerator.is_main_process:
@@ -201,6 +210,8 @@ def train(vla: nn.Module, frames: Iterable[Frame | Mapping[str, Any]], strategy:
             prepared_optimizer.step()
             scheduler.step()
             prepared_optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(step)
             elapsed = elapsed_before + time.perf_counter() - t_start
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
@@ -210,7 +221,7 @@ def train(vla: nn.Module, frames: Iterable[Frame | Mapping[str, Any]], strategy:
                                "elapsed_s": elapsed, **({} if aux_value is None else {"aux_loss": aux_value})})
             if step % config.ckpt_every == 0 or step == end:
                 last_ckpt = _checkpoint(accelerator, model, optimizer, scheduler, ckpt_root, step, config, strategy,
-                                        base_fingerprint, order, len(frames), elapsed)
+                                        base_fingerprint, order, len(frames), elapsed, ema)
     finally:
         bar.close()
         model.eval()
@@ -218,7 +229,7 @@ def train(vla: nn.Module, frames: Iterable[Frame | Mapping[str, Any]], strategy:
     output = None
     if step >= config.steps:
         output = out / "final"
-        with full_parameters(accelerator, model):
+        with (ema.applied() if ema is not None else contextlib.nullcontext()), full_parameters(accelerator, model):
             if accelerator.is_main_process:
                 strategy.save(accelerator.unwrap_model(model), output)
         accelerator.wait_for_everyone()
@@ -244,7 +255,8 @@ def full_parameters(accelerator, model):
 
 
 def _checkpoint(accelerator, model, optimizer, scheduler, root: Path, step: int, config: TrainConfig,
-                strategy: Strategy, base_fingerprint: str, order: DataOrder, n_frames: int, elapsed: float) -> Path:
+                strategy: Strategy, base_fingerprint: str, order: DataOrder, n_frames: int, elapsed: float,
+                ema: WeightAverage | None = None) -> Path:
     weights, optimizer_state = gather_state(model, optimizer)
     rng = [capture_rng()]
     if accelerator.num_processes > 1:
@@ -257,7 +269,8 @@ def _checkpoint(accelerator, model, optimizer, scheduler, root: Path, step: int,
                         rng=rng, extra={"strategy": strategy.describe(), "base_fingerprint": base_fingerprint,
                                "n_frames": n_frames, "processes": accelerator.num_processes, "elapsed_s": elapsed,
                                "data_position": order.position(step, config.batch_size),
-                               "config": config.to_dict()})
+                               "config": config.to_dict()},
+                        average=None if ema is None else ema.state())
         prune_checkpoints(root, config.keep_checkpoints)
     accelerator.wait_for_everyone()
     return path

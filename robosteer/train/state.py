@@ -8,6 +8,7 @@ always a good one. Nothing in it is pickled:
 - ``optimizer.safetensors``: each tensor of the optimizer state, keyed ``"<parameter path>::<name>"``
   (``torch.distributed.checkpoint``'s name-keyed layout, the same for one process, DDP or FSDP);
 - ``rng.safetensors``: each process's torch CPU (and CUDA) generator state and numpy key array;
+- ``ema.safetensors`` (runs with ``ema_decay``): the weight average (``ema.py``), by parameter name;
 - ``state.json``: step, the optimizer's param groups and non-tensor state, the scheduler's
   state, python/numpy RNG scalars, the data-order position, the names of the optimised
   parameters, the strategy, the base-model fingerprint and the run's config.
@@ -36,8 +37,19 @@ from torch import nn
 from ..files import atomic_directory, read_json, save_safetensors_atomic, write_json_atomic
 
 STATE_JSON = "state.json"
+EMA_FILE = "ema.safetensors"
 CHECKPOINT_FORMAT = "robosteer.train_checkpoint"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def read_average(path: Path) -> dict[str, torch.Tensor]:
+    """The weight average a checkpoint holds (``ema.safetensors``); a clear error when it has none."""
+    from safetensors.torch import load_file
+
+    if not (path / EMA_FILE).is_file():
+        raise ValueError(f"{path} has no {EMA_FILE}: it was written by a run without ema_decay, so this run "
+                         "(with a weight average) cannot resume from it; use another out_dir or the same ema_decay")
+    return load_file(str(path / EMA_FILE))
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:
@@ -120,9 +132,10 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
 
 # --- save / load --------------------------------------------------------------------------------
 def save_checkpoint(path: Path, *, step: int, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
-                    scheduler: Any, rng: list[dict[str, Any]], extra: dict[str, Any]) -> Path:
+                    scheduler: Any, rng: list[dict[str, Any]], extra: dict[str, Any],
+                    average: dict[str, torch.Tensor] | None = None) -> Path:
     """Write one checkpoint folder atomically (``weights``/``optimizer_state`` from :func:`gather_state`;
-    ``rng`` holds one :func:`capture_rng` per process, by rank)."""
+    ``rng`` holds one :func:`capture_rng` per process, by rank; ``average``: the weight average, ``ema.py``)."""
     opt_tensors, opt_meta = _split_optimizer(optimizer_state)
     rng_tensors = {f"rank{r}.{k}": v for r, state in enumerate(rng) for k, v in state["tensors"].items()}
     meta = {"format": CHECKPOINT_FORMAT, "version": 1, "step": step, "parameters": sorted(weights),
@@ -132,6 +145,8 @@ def save_checkpoint(path: Path, *, step: int, weights: dict[str, torch.Tensor], 
         save_safetensors_atomic(weights, tmp / "trainable.safetensors")
         save_safetensors_atomic(opt_tensors, tmp / "optimizer.safetensors")
         save_safetensors_atomic(rng_tensors, tmp / "rng.safetensors")
+        if average is not None:
+            save_safetensors_atomic(average, tmp / EMA_FILE)
         write_json_atomic(tmp / STATE_JSON, meta)
     return path
 
