@@ -134,6 +134,20 @@ def test_action_noise_perturbs_execution_but_not_labels(env):
     assert np.all(np.abs(noisy.actions) <= 1) and set(noisy.actions[:, 6]) <= {-1.0, 1.0}
 
 
+def test_start_jitter_moves_the_first_recorded_pose_and_the_expert_still_succeeds(env):
+    from robosteer.sim.rollout import run_episode
+
+    plain = run_episode(env, "lift/base", 0, ScriptedExpert(), record=True)
+    moved = run_episode(env, "lift/base", 0, ScriptedExpert(), record=True, start_jitter=0.1)
+    again = run_episode(env, "lift/base", 0, ScriptedExpert(), record=True, start_jitter=0.1)
+    other = run_episode(env, "lift/base", 1, ScriptedExpert(), horizon=1, record=True, start_jitter=0.1)
+    shift = moved.proprio[0, :3] - plain.proprio[0, :3]
+    assert np.linalg.norm(shift[:2]) > 0.01 and np.all(np.abs(shift) <= [0.11, 0.11, 0.06])  # within the jitter box
+    assert np.array_equal(moved.proprio, again.proprio)  # seeded by the episode seed
+    assert not np.allclose(other.proprio[0, :3] - plain.proprio[0, :3], shift, atol=1e-3)  # another seed, another offset
+    assert plain.success and moved.success and moved.length == len(moved.actions)  # the move is not recorded
+
+
 def test_the_simulator_runs_the_policy_factory_it_is_given(tmp_path):
     """measure_policy takes a picklable zero-argument factory (called once per worker), never a policy name;
     the application turns names into policies (load_policy) and factories (PolicyFactory), and policy files

@@ -106,7 +106,7 @@ def collect_demos(task: str, episodes: int, out: str | Path, seed: int = 0, work
         log.info("demonstrations: %s", report.summary())
     demos = DemoDataset(out)
     was = demos.meta.get("collect_config", {})
-    want = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items() if k != "workers"}
+    want = {k: list(v) if isinstance(v, tuple) else v for k, v in config.settings().items() if k != "workers"}
     differ = "; ".join(f"{k}: {was.get(k)} there, {v} wanted" for k, v in want.items() if was.get(k) != v)
     if differ:
         raise ValueError(f"{out} holds demonstrations collected with other settings ({differ}); remove it or choose "

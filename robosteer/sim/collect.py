@@ -72,19 +72,19 @@ def _policy_name(policy_factory) -> str:
     return str(getattr(policy_factory, "name", None) or getattr(policy_factory, "__name__", "policy"))
 
 
-def _run_job(job: tuple[str, int, bool, float]) -> Episode:
-    task, seed, record, noise = job
-    return run_episode(_WORKER_ENV, task, seed, _WORKER_POLICY, record=record, action_noise=noise)
+def _run_job(job: tuple[str, int, bool, float, float]) -> Episode:
+    task, seed, record, noise, jitter = job
+    return run_episode(_WORKER_ENV, task, seed, _WORKER_POLICY, record=record, action_noise=noise, start_jitter=jitter)
 
 
 def run_expert_episodes(
     jobs: list[tuple[str, int]], config: SimConfig, *, workers: int = 1, record: bool = False,
     action_noise: float = 0.0, progress: bool = True, desc: str = "expert",
-    policy_factory: PolicyFactory = ScriptedExpert,
+    policy_factory: PolicyFactory = ScriptedExpert, start_jitter: float = 0.0,
 ) -> Iterator[Episode]:  # fmt: skip
     """Run the policy ``policy_factory()`` makes (one per worker) on (task, seed) jobs, in job order."""
     _check_factory(policy_factory)
-    full = [(str(task), int(seed), record, action_noise) for task, seed in jobs]
+    full = [(str(task), int(seed), record, action_noise, start_jitter) for task, seed in jobs]
     bar = tqdm(total=len(full), desc=desc, disable=not progress)
     if workers == 1:
         _init_worker(config, policy_factory)
@@ -118,7 +118,8 @@ def collect(config: CollectConfig, out_dir) -> CollectReport:
     writer = DemoWriter(out_dir, image_size=config.image_size, camera=sim.camera, control_freq=sim.control_freq,
                         cameras=sim.cameras if len(sim.cameras) > 1 else None)
     episodes = run_expert_episodes(
-        jobs, sim, workers=config.workers, record=True, action_noise=config.action_noise, desc="collect"
+        jobs, sim, workers=config.workers, record=True, action_noise=config.action_noise, desc="collect",
+        start_jitter=config.start_jitter,
     )
     for ep in episodes:
         _record(report.results, ep)

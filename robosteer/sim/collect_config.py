@@ -28,6 +28,9 @@ class CollectConfig:
     image_size: int = field(default=64, metadata={"help": "square agentview image side in pixels"})
     action_noise: float = field(default=0.0, metadata={
         "help": "std of Gaussian noise on the executed arm action (labels stay clean)"})
+    start_jitter: float = field(default=0.0, metadata={
+        "help": "before recording, move the arm up to this many metres from its start pose along x and y (half along "
+                "z), so the start position says nothing about where the object is (0: off)"})
     keep_failures: bool = field(default=False, metadata={"help": "also save episodes where the expert failed"})
     cameras: tuple[str, ...] | None = field(default=None, metadata={"choices": VIEWS, "help":
         "views to record, main first: agentview,wrist adds images_wrist/ (default: the agentview alone)"})
@@ -40,6 +43,8 @@ class CollectConfig:
             raise ValueError("episodes and workers must be positive")
         if not 0 <= self.action_noise <= 1:
             raise ValueError(f"action_noise must be in [0, 1], got {self.action_noise}")
+        if not 0 <= self.start_jitter <= 0.2:
+            raise ValueError(f"start_jitter must be in [0, 0.2] metres, got {self.start_jitter}")
         from .env import SimConfig  # loads numpy: only when a config is made, not when its flags are declared
 
         sim = SimConfig(image_size=self.image_size, cameras=self.cameras or SINGLE_VIEW)  # validates size and views
@@ -56,4 +61,6 @@ class CollectConfig:
         values = {k: getattr(self, k) for k in self.__dataclass_fields__}
         if values["cameras"] is None:
             del values["cameras"]  # single-camera folders stay as they were before cameras existed
+        if not values["start_jitter"]:
+            del values["start_jitter"]  # likewise for folders recorded from the standard start
         return values

@@ -45,6 +45,23 @@ def _video_frame(obs):
     return obs.side_by_side() if getattr(obs, "views", None) else obs.image
 
 
+JITTER_STEPS = 12  # control steps the unrecorded move to a jittered start may take
+JITTER_SATURATION = 0.025  # metres of error at which the move's command reaches +-1 (the expert's)
+
+
+def jitter_start(env, rng: np.random.Generator, jitter: float):
+    """Move the gripper (open, orientation held) towards a random offset of its start pose; returns the last observation."""
+    start = np.asarray(env.world_state().eef_pos, dtype=float)
+    goal = start + rng.uniform(-1.0, 1.0, 3) * np.array([jitter, jitter, jitter / 2])
+    obs = None
+    for _ in range(JITTER_STEPS):
+        error = goal - np.asarray(env.world_state().eef_pos, dtype=float)
+        if np.linalg.norm(error) < 0.01:
+            break
+        obs = env.act(np.concatenate([np.clip(error / JITTER_SATURATION, -1, 1), np.zeros(3), [-1.0]]))
+    return obs if obs is not None else env.act(np.concatenate([np.zeros(6), [-1.0]]))
+
+
 def _check_action(action) -> np.ndarray:
     action = np.asarray(action, dtype=np.float32).reshape(-1)
     if action.shape != (7,) or not np.all(np.isfinite(action)):
@@ -62,13 +79,16 @@ def run_episode(
     record: bool = False,
     action_noise: float = 0.0,
     frames: list | None = None,
+    start_jitter: float = 0.0,
 ) -> Episode:
     """``run_episode(env, "lift/base", 0, policy)``: reset to the seeded instance and roll out.
 
     Stops at the first step where the success predicate holds, or after ``horizon``
     steps (default: the family's). With ``action_noise`` > 0 the *executed* arm action
     gets Gaussian noise of that standard deviation (seeded by the episode seed) while
-    the recorded action stays the policy's. ``frames``, if given, receives every image
+    the recorded action stays the policy's. With ``start_jitter`` > 0 the arm first moves
+    (unrecorded, outside the horizon) to a seeded random offset of up to that many metres in x
+    and y and half that in z from its start pose. ``frames``, if given, receives every image
     including the last one (for videos; with several cameras, the views side by side).
     """
     task = Task.parse(task)
@@ -79,6 +99,8 @@ def run_episode(
     if hasattr(policy, "reset"):
         policy.reset()
     noise_rng = np.random.default_rng([int(seed), 0xA11CE])
+    if start_jitter > 0:
+        obs = jitter_start(env, np.random.default_rng([int(seed), 0x57A27]), start_jitter)
     images, proprio, actions, phases, states = [], [], [], [], []
     views: dict[str, list] = {}
     has_state = record and hasattr(env, "world_state") and hasattr(env, "scene")
