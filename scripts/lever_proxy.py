@@ -35,6 +35,11 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-episodes", type=int, default=30)
     p.add_argument("--workers", type=int, default=1, help="collection and evaluation processes")
+    p.add_argument("--aux-weight", type=float, default=0.0, help="auxiliary state targets (train/auxiliary.py); 0: off")
+    p.add_argument("--cameras", default="agentview", help="views the policy sees, e.g. agentview,wrist")
+    p.add_argument("--start-jitter", type=float, default=0.0, help="collection: random start offset in metres (0: off)")
+    p.add_argument("--ema", type=float, default=0.0, help="weight average decay (0: off), evaluated as the policy")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: a tenth of the steps, <= 500)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -53,15 +58,18 @@ def main() -> int:
     from robosteer.sim.env import SimConfig
     from robosteer.train.config import TrainConfig
     from robosteer.train.loop import train
+    from robosteer.train.auxiliary import FullWithoutReadout, StateTargets
     from robosteer.train.strategies import make_strategy
 
     torch.set_num_threads(args.threads)
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
+    views = cameras if len(cameras) > 1 else None
     demos_dir, out = Path(args.demos), Path(args.out)
     t0 = time.perf_counter()
     if not (demos_dir / "meta.json").is_file():
-        collect(CollectConfig(tasks=tasks, episodes=args.episodes, seed=0, workers=args.workers, image_size=64),
-                demos_dir)
+        collect(CollectConfig(tasks=tasks, episodes=args.episodes, seed=0, workers=args.workers, image_size=64,
+                              cameras=views, start_jitter=args.start_jitter), demos_dir)
     collect_s = time.perf_counter() - t0
     frames = DemoDataset(demos_dir)
     stats = combined_statistics(frames, DATASET_NAME)
@@ -72,33 +80,68 @@ def main() -> int:
     cfg, tok = default_config(stats)
     if args.action_head != "tokens":
         cfg = cfg.replace(action_head=args.action_head, action_chunk=args.chunk)
+    if views:
+        cfg = cfg.replace(n_views=len(views))
     vla = build_vla_from_config(cfg, tokenizer=tok, seed=0)
     n_params = sum(p.numel() for p in vla.parameters())
     recipe = {**RECIPE, "ckpt_every": 200, "log_every": 20}  # the default policy's recipe, logged more often
     train_cfg = TrainConfig(out_dir=str(out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                            warmup_steps=min(500, args.steps // 10), seed=0, augment=True,
-                            label_smoothing=1.0 if args.action_head == "tokens" else 0.0, progress=False, **recipe)
+                            warmup_steps=min(500, args.steps // 10) if args.warmup is None else args.warmup, seed=0, augment=True,
+                            label_smoothing=1.0 if args.action_head == "tokens" else 0.0, progress=False,
+                            ema_decay=args.ema, **recipe)
     t1 = time.perf_counter()
-    result = train(vla, frames, make_strategy("full"), train_cfg)
+    if args.aux_weight > 0:
+        with StateTargets.attached(vla, args.aux_weight, 0) as aux:
+            result = train(vla, frames, FullWithoutReadout(), train_cfg, auxiliary=aux)
+        StateTargets.detach(vla)
+    else:
+        result = train(vla, frames, make_strategy("full"), train_cfg)
     train_s = result.elapsed_s
+    first = first_action_agreement(str(result.output), DemoDataset(demos_dir))
     t2 = time.perf_counter()
     evals = measure_policy(PolicyFactory(str(result.output)), list(tasks), episodes=args.eval_episodes,
-                           seed=VALIDATION_SEED, workers=args.workers, config=SimConfig(image_size=64), progress=False)
+                           seed=VALIDATION_SEED, workers=args.workers, config=SimConfig(image_size=64, cameras=cameras), progress=False)
     eval_s = time.perf_counter() - t2
     summary = {
-        "lever": {"action_head": args.action_head, "chunk": args.chunk}, "tasks": list(tasks),
+        "lever": {"action_head": args.action_head, "chunk": args.chunk, "aux_weight": args.aux_weight,
+                  "cameras": list(cameras), "lr": args.lr,
+                  "start_jitter": args.start_jitter, "ema_decay": args.ema, "steps": args.steps}, "tasks": list(tasks),
         "episodes_per_task": args.episodes, "frames": len(frames), "parameters": int(n_params),
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "threads": args.threads,
         "final_loss": float(result.loss), "train_s": round(train_s, 1), "collect_s": round(collect_s, 1),
         "eval_s": round(eval_s, 1), "validation_seed": VALIDATION_SEED,
         "success": {t: {"successes": r.successes, "episodes": r.n, "rate": r.success_rate,
                         "ci95": [round(x, 4) for x in r.ci95]} for t, r in evals.items()},
+        "first_action_on_training_episodes": first,
         "mean_success": float(np.mean([r.success_rate for r in evals.values()])),
         "wall_s": round(time.perf_counter() - t0, 1), "train_wall_s": round(t2 - t1, 1),
     }
     write_json_atomic(out / "result.json", summary)
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def first_action_agreement(policy_spec: str, demos, episodes: int = 60) -> dict:
+    """How well the policy reads the scene where only the image tells: the first frame of training episodes.
+
+    At t = 0 the arm's pose is nearly the same in every episode, so the expert's first move (towards the
+    named object) follows from the image and the instruction alone. Returns the fraction of episodes whose
+    predicted x / y command has the expert's sign, and the mean absolute error of x / y / z.
+    """
+    import numpy as np
+
+    from robosteer.app.policy import load_policy
+
+    policy = load_policy(policy_spec)
+    agree, err = [], []
+    for ep in range(min(episodes, len(demos.episode_rows))):
+        f = demos[int(demos.episode_frames(ep)[0])]
+        policy.reset()
+        a = np.asarray(policy(tuple(f.images) if len(f.images) > 1 else f.image, f.instruction, f.proprio))
+        agree.append(np.sign(a[:2]) == np.sign(f.action[:2]))
+        err.append(np.abs(a[:3] - f.action[:3]))
+    return {"episodes": len(agree), "sign_agreement_xy": [round(float(x), 3) for x in np.mean(agree, 0)],
+            "abs_error_xyz": [round(float(x), 3) for x in np.mean(err, 0)]}
 
 
 if __name__ == "__main__":

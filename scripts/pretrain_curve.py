@@ -18,14 +18,18 @@ from pathlib import Path
 
 
 def checkpoint_policy(final: Path, checkpoint: Path, out: Path) -> Path:
-    """Write the policy of ``checkpoint`` (weights) in the format of ``final`` (config, tokenizer) to ``out``."""
+    """Write the policy of ``checkpoint`` in the format of ``final`` (config, tokenizer) to ``out``: its weight
+    average where the run kept one (``ema.safetensors``, what the run ships), else its training weights."""
     import torch
     from safetensors.torch import load_file
 
     from robosteer.models import load_vla
 
     vla = load_vla(final, dtype=torch.float32)
-    weights = {k: v for k, v in load_file(str(checkpoint / "trainable.safetensors")).items() if not k.startswith("aux_")}
+    from robosteer.train.state import EMA_FILE
+
+    source = checkpoint / EMA_FILE if (checkpoint / EMA_FILE).is_file() else checkpoint / "trainable.safetensors"
+    weights = {k: v for k, v in load_file(str(source)).items() if not k.startswith("aux_")}
     missing, unexpected = vla.load_state_dict(weights, strict=False)
     if unexpected or [k for k in missing if "rotary" not in k]:
         raise ValueError(f"{checkpoint} does not match {final}: missing {missing[:4]}, unexpected {unexpected[:4]}")

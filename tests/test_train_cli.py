@@ -155,13 +155,15 @@ def test_finetune_top_k_selection_uses_the_run_seed(tmp_path, demos, policy):
 
 
 def test_pretrain_with_openvla_oft_switches(tmp_path):
-    """`robosteer pretrain` with the wrist camera, continuous actions and chunks: the switches reach the demos,
-    the model and the training targets."""
+    """`robosteer pretrain` with the wrist camera, continuous actions, chunks, start jitter and the weight average:
+    the switches reach the demos, the model and the training targets, and the shipped weights are the average."""
     out = tmp_path / "oft"
     assert main(["pretrain", "--out", str(out), "--episodes", "1", "--noisy-episodes", "0", "--workers", "1",
                  "--steps", "2", "--batch-size", "2", "--warmup-steps", "1", "--label-smoothing", "0",
                  "--action-head", "l1-regression", "--action-chunk", "2", "--cameras", "agentview,wrist",
-                 "--aux-weight", "0", "--no-progress"]) == 0
+                 "--aux-weight", "0", "--start-jitter", "0.05", "--ema-decay", "0.5", "--no-progress"]) == 0
+    from safetensors.torch import load_file
+
     from robosteer.data.dataset import DemoDataset
     from robosteer.models import load_vla
 
@@ -170,6 +172,13 @@ def test_pretrain_with_openvla_oft_switches(tmp_path):
     assert (vla.config.n_views, vla.config.action_head, vla.config.action_chunk) == (2, "l1-regression", 2)
     recipe = json.loads((out / "pretrain_config.json").read_text())
     assert recipe["cameras"] == ["agentview", "wrist"] and recipe["action_chunk"] == 2
+    assert DemoDataset(out / "demos" / "clean").meta["collect_config"]["start_jitter"] == 0.05
+    last = sorted((out / "checkpoints").glob("step-*"))[-1]
+    average, trained = load_file(str(last / "ema.safetensors")), load_file(str(last / "trainable.safetensors"))
+    shipped = vla.state_dict()
+    name = next(k for k in average if "action_head" in k)
+    assert not torch.equal(average[name], trained[name])  # two steps at decay 0.5: the average lags the weights
+    assert torch.equal(shipped[name], average[name].to(shipped[name].dtype))
 
 
 def test_pretrain_refuses_inconsistent_switches():

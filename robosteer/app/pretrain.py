@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # the TrainConfig settings that PretrainConfig (and `robosteer pretrain`) expose, under the same names
 TRAINING_FIELDS: tuple[str, ...] = ("steps", "batch_size", "lr", "warmup_steps", "label_smoothing", "augment",
-                                    "augment_shift", "seed", "progress")
+                                    "augment_shift", "ema_decay", "seed", "progress")
 # the rest of the default policy's TrainConfig (out_dir and unnorm_key: the run's folder and the demos' statistics)
 RECIPE: dict[str, Any] = {"schedule": "cosine", "min_lr_ratio": 0.05, "betas": (0.9, 0.95), "weight_decay": 0.01,
                           "augment_crop_scale": 1.0, "augment_hue": 0.0, "ckpt_every": 500, "log_every": 50}
@@ -55,6 +55,9 @@ class PretrainConfig:
         "help": "episodes per task with executed-action noise (the next seeds); their labels stay clean"})
     action_noise: float = field(default=0.1, metadata={
         "help": "std of the noise on executed arm actions (0.2 makes the expert fail 93% of place)"})
+    start_jitter: float = field(default=0.0, metadata={
+        "help": "random start offset of the gripper in metres before each recorded episode (0: the fixed start); "
+                "against the copycat shortcut of reading the step from proprio"})
     image_size: int = field(default=64, metadata={"help": "square agentview image side in pixels"})
     workers: int = field(default=2, metadata={"help": "collection processes"})
     steps: int = field(default=5000, metadata={
@@ -78,6 +81,8 @@ class PretrainConfig:
     aux_weight: float = field(default=1.0, metadata={
         "help": "weight of the auxiliary object/goal position targets (train/auxiliary.py) from privileged demo "
                 "state (0: behaviour cloning only)"})
+    ema_decay: float = field(default=field_default(TrainConfig, "ema_decay"), metadata={
+        "help": "exponential moving average of the weights, shipped as the policy (0: off; e.g. 0.999)"})
     seed: int = field(default=field_default(TrainConfig, "seed"), metadata={
         "help": "seeds the model's initialisation, the data order and the augmentation"})
     progress: bool = field(default=field_default(TrainConfig, "progress"), metadata={"help": "the tqdm progress bar"})
@@ -128,7 +133,7 @@ def _collect(tasks, episodes: int, seed: int, noise: float, out: Path, config: P
         return DemoDataset(out)
     report = collect(CollectConfig(tasks=tuple(str(t) for t in tasks), episodes=episodes, seed=seed,
                                    workers=config.workers, image_size=config.image_size, action_noise=noise,
-                                   cameras=config.cameras), out)
+                                   cameras=config.cameras, start_jitter=config.start_jitter), out)
     log.info("collected %s:\n%s", out, report.summary())
     return DemoDataset(out)
 
