@@ -55,6 +55,16 @@ def test_sim_probe_pairs_render_the_change():
         assert np.array_equal(clean.action, corrupt.action)
 
 
+def test_sim_probe_renders_every_camera_view_of_both_sides():
+    """For a two-view model the probe pairs carry the wrist view too, and the probe's change shows in it."""
+    probe = sim_probe("visual", "lift/base", n=1, image_size=32, cameras=("agentview", "wrist"))
+    (clean, corrupt), = probe.pairs
+    for side in (clean, corrupt):
+        assert list(side.views) == ["agentview", "wrist"] and np.array_equal(side.images[0], side.image)
+    assert np.abs(clean.images[1].astype(int) - clean.images[0]).sum() > 0  # the wrist is another picture
+    assert np.abs(clean.images[1].astype(int) - corrupt.images[1]).sum() > 0  # the swapped colours reach the wrist
+
+
 @pytest.fixture(scope="module")
 def demos_and_policy(tmp_path_factory):
     from robosteer.cli import main
@@ -99,7 +109,7 @@ def test_the_discovery_seed_draws_the_probe_scenes(monkeypatch):
     class Stop(Exception):
         pass
 
-    def fake_probe(kind, task, n, seed, image_size, env=None):
+    def fake_probe(kind, task, n, seed, image_size, env=None, cameras=None):
         asked.append((kind, task, seed))
         raise Stop
 
@@ -154,6 +164,6 @@ def test_causal_discovery_scores_the_probes_it_is_given_and_builds_none(monkeypa
     monkeypatch.setattr(sim_probes, "sim_probe", lambda kind, **kw: built.append((kind, kw)) or kind)
     config = DiscoverConfig(method="activation", probes=("physical", "visual"), probe_pairs=5, seed=3)
     assert sim_probes.discovery_probes(dataset, config) == ["physical", "visual"]
-    expected = dict(task="push/base", n=5, seed=sim_probes.probe_seed(3), image_size=32)
+    expected = dict(task="push/base", n=5, seed=sim_probes.probe_seed(3), image_size=32, cameras=None)
     assert built == [("physical", expected), ("visual", expected)]
     assert sim_probes.discovery_probes(dataset, DiscoverConfig(method="knn")) == [] and len(built) == 2

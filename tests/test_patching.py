@@ -129,3 +129,34 @@ def test_continuous_metric_scorers_run_and_agree(l1_vla, probes):
     rho = act.spearman(attr, "activation:linguistic", other_column="attribution:linguistic")
     print(f"continuous metric: Spearman(attribution, activation) = {rho:.3f}")
     assert rho >= 0.5
+
+
+def test_vision_patching_covers_every_camera_view():
+    """With two views per observation a vision tower runs two rows per example: a probe whose pair differs only
+    in the wrist view is seen by the vision heads (activation patching equals patching one head of both view rows
+    by hand; attribution is not zero, as it would be reading the agentview row alone)."""
+    from .test_sequence import oft_frames, tiny_oft
+
+    vla = tiny_oft(chunk=2)
+    a, b = oft_frames(2, 2, seed=5)
+    corrupt = dict(a, views={"agentview": a["views"]["agentview"], "wrist": b["views"]["wrist"]})
+    probe = Probe("wrist", ((a, corrupt),), "visual")
+    towers = ("dino", "siglip")
+    scores = activation_patching(vla, probe, PatchingConfig(towers=towers, heads_per_batch=3))
+    heads = _heads(vla, towers)
+    clean, dirty = build_inputs(vla, [a]), build_inputs(vla, [corrupt])
+    with torch.no_grad():
+        _, cache = vla.run_with_cache(**clean["inputs"], names_filter=_z_names(heads))
+        m_clean, m_dirty = _metric(vla, clean).item(), _metric(vla, dirty).item()
+        assert abs(m_clean - m_dirty) > 1e-4
+        by_hand = []
+        for head in heads:
+            def patch(act, site, name=head.hook_z, h=head.head):
+                out = act.clone()
+                out[:2, :, h] = cache[name][:2, :, h]  # both camera views of the one example
+                return out
+            by_hand.append((_metric(vla, dirty, [(head.hook_z, patch)]).item() - m_dirty) / (m_clean - m_dirty))
+    np.testing.assert_allclose(scores.columns["activation:wrist"], by_hand, rtol=0, atol=5e-5)  # batched float32
+    assert np.abs(by_hand).max() > 1e-3
+    attribution = attribution_patching(vla, probe, towers=towers).columns["attribution:wrist"]
+    assert np.isfinite(attribution).all() and np.abs(attribution).max() > 1e-3

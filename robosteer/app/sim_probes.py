@@ -116,8 +116,13 @@ def corrupt_scene(scene, kind: str):
 
 
 def sim_probe(kind: str, task: str = "lift/base", n: int = 16, seed: int = PROBE_SEED, image_size: int = 64,
-              env=None) -> Probe:
-    """``sim_probe("visual", "lift/base", n=16)`` -> a ``Probe`` of ``n`` first-frame pairs rendered in the sim."""
+              env=None, cameras: tuple[str, ...] | None = None) -> Probe:
+    """``sim_probe("visual", "lift/base", n=16)`` -> a ``Probe`` of ``n`` first-frame pairs rendered in the sim.
+
+    ``cameras`` (e.g. ``("agentview", "wrist")``, for a model with several views) renders every view of both
+    sides of a pair, in that order (``Frame.views``); ``None`` or one camera: the agentview alone. A given
+    ``env`` renders what its own ``SimConfig.cameras`` say.
+    """
     from robosteer.sim.env import SimConfig, make_env
     from robosteer.sim.expert import expert_action
     from robosteer.sim.scene import sample_scene
@@ -127,7 +132,8 @@ def sim_probe(kind: str, task: str = "lift/base", n: int = 16, seed: int = PROBE
     if n < 1:
         raise ValueError(f"a probe needs n >= 1 pairs, got {n}")
     own = env is None
-    env = env or make_env(SimConfig(image_size=image_size))
+    views = tuple(cameras) if cameras and len(cameras) > 1 else None
+    env = env or make_env(SimConfig(image_size=image_size, **({"cameras": views} if views else {})))
     pairs, last_reason = [], "none"
     try:
         s = seed
@@ -148,9 +154,10 @@ def sim_probe(kind: str, task: str = "lift/base", n: int = 16, seed: int = PROBE
             corrupt_obs = env.reset_scene(twin)
             # episode: the scene seed (each probe scene is its own one-step episode)
             clean = Frame(image=clean_obs.image, instruction=clean_obs.instruction, proprio=clean_obs.proprio,
-                          action=np.asarray(action, dtype=np.float64), episode=scene.seed, step=0, task=task)
+                          action=np.asarray(action, dtype=np.float64), episode=scene.seed, step=0, task=task,
+                          views=dict(clean_obs.views))
             corrupt = Frame(image=corrupt_obs.image, instruction=corrupt_obs.instruction, proprio=corrupt_obs.proprio,
-                            action=clean.action, episode=scene.seed, step=0, task=task)
+                            action=clean.action, episode=scene.seed, step=0, task=task, views=dict(corrupt_obs.views))
             pairs.append((clean, corrupt))
     finally:
         if own:
@@ -163,8 +170,9 @@ def discovery_probes(dataset, config) -> list[Probe]:
 
     For ``config.method`` activation or attribution: one probe per kind in ``config.probes``, of
     ``config.probe_pairs`` pairs on ``config.probe_task`` (default: the demonstrations' most common task),
-    rendered at the demonstrations' image size from the scenes of ``probe_seed(config.seed)`` on. For any
-    other method: ``[]`` (nothing is rendered).
+    rendered at the demonstrations' image size and with their cameras (every view a multi-camera folder
+    records) from the scenes of ``probe_seed(config.seed)`` on. For any other method: ``[]`` (nothing is
+    rendered).
     """
     from robosteer.circuits.config import PROBE_METHODS
 
@@ -172,7 +180,8 @@ def discovery_probes(dataset, config) -> list[Probe]:
         return []
     task = config.probe_task or Counter(dataset.tasks).most_common(1)[0][0]
     return [sim_probe(kind, task=task, n=config.probe_pairs, seed=probe_seed(config.seed),
-                      image_size=dataset.image(0).shape[0]) for kind in config.probes]
+                      image_size=dataset.image(0).shape[0], cameras=tuple(getattr(dataset, "cameras", ())) or None)
+            for kind in config.probes]
 
 
 def discover_in_sim(vla, dataset, config, out=None):

@@ -65,14 +65,28 @@ def _z_names(heads: Sequence[Head]) -> list[str]:
     return list(dict.fromkeys(h.hook_z for h in heads))
 
 
-def _positions(site: HookSite, end: torch.Tensor, row: int) -> torch.Tensor | slice:
-    """Where a head acts: the LLM's end positions of example ``row``, or every position of a vision tower."""
-    return end[row] if site.tower == "llm" else slice(None)
+def _views(vla) -> int:
+    """Camera views per observation: a vision tower's batch holds ``views`` rows per example (observation-major)."""
+    return int(getattr(vla.config, "n_views", 1))
 
 
-def _aligned(cache, names: Sequence[str], end: torch.Tensor, row: int) -> dict[str, torch.Tensor]:
-    """Per site, example ``row``'s ``hook_z`` where heads act: ``(1 + A, H, D)`` (LLM end slots) or ``(S, H, D)``."""
-    return {n: cache[n][row, _positions(HookSite.parse(n), end, row)] for n in names}
+def _site_rows(site: HookSite, end: torch.Tensor, row: int, views: int) -> tuple:
+    """Where a head acts in example ``row``: the LLM's end positions, or every position of every camera view of a
+    vision tower (its rows ``row * views .. row * views + views - 1``)."""
+    if site.tower == "llm":
+        return row, end[row]
+    return slice(row * views, (row + 1) * views), slice(None)
+
+
+def _aligned(cache, names: Sequence[str], end: torch.Tensor, row: int, views: int = 1) -> dict[str, torch.Tensor]:
+    """Per site, example ``row``'s ``hook_z`` where heads act: ``(1 + A, H, D)`` (LLM end slots) or
+    ``(views * S, H, D)`` (a vision tower: every view's patches, in view order)."""
+    out = {}
+    for n in names:
+        rows, positions = _site_rows(HookSite.parse(n), end, row, views)
+        z = cache[n][rows, positions]
+        out[n] = z if isinstance(rows, int) else z.flatten(0, 1)
+    return out
 
 
 def _metric(vla, built, fwd_hooks=()) -> torch.Tensor:
@@ -86,13 +100,18 @@ def _repeat(built: dict, n: int) -> dict:
     return {"inputs": inputs, "end": built["end"].expand(n, -1), "targets": targets.expand(n, *targets.shape[1:])}
 
 
-def _patch_hooks(chunk: Sequence[Head], sources: dict[str, torch.Tensor], dst_end: torch.Tensor):
-    """Copy c of the batch gets head ``chunk[c]`` from the aligned ``sources``."""
+def _patch_hooks(chunk: Sequence[Head], sources: dict[str, torch.Tensor], dst_end: torch.Tensor, views: int = 1):
+    """Copy c of the batch gets head ``chunk[c]`` from the aligned ``sources`` (every view, for a vision head)."""
     by_site = group_by_site((head, (c, head.head)) for c, head in enumerate(chunk))
 
     def edit(out, act, site, name, items):
         for c, h in items:
-            out[c, _positions(site, dst_end, c), h] = sources[name][:, h].to(act.dtype)
+            rows, positions = _site_rows(site, dst_end, c, views)
+            source = sources[name][:, h].to(act.dtype)
+            if isinstance(rows, int):
+                out[rows, positions, h] = source
+            else:
+                out[rows, positions, h] = source.reshape(views, -1, source.shape[-1])
     return head_slice_hooks(by_site, edit)
 
 
@@ -103,6 +122,7 @@ def activation_patching(vla, probe: Probe, config: PatchingConfig = PatchingConf
 
     heads = _heads(vla, config.towers)
     names = _z_names(heads)
+    views = _views(vla)
     effect = np.zeros(len(heads))
     gap = 0.0
     means = _mean_z(vla, probe, names, config) if config.mode == "mean_ablation" else None
@@ -113,14 +133,14 @@ def activation_patching(vla, probe: Probe, config: PatchingConfig = PatchingConf
         if config.mode == "denoise":
             target = build_inputs(vla, [corrupt_frame], config.unnorm_key)
             base = _metric(vla, target)[0].item()
-            sources = _aligned(cache, names, clean["end"], 0)
+            sources = _aligned(cache, names, clean["end"], 0, views)
             gap += m_clean - base
         else:
             target, base, sources = clean, m_clean, means
         for start in range(0, len(heads), config.heads_per_batch):
             chunk = heads[start : start + config.heads_per_batch]
             batch = _repeat(target, len(chunk))
-            patched = _metric(vla, batch, _patch_hooks(chunk, sources, batch["end"])).numpy()
+            patched = _metric(vla, batch, _patch_hooks(chunk, sources, batch["end"], views)).numpy()
             effect[start : start + len(chunk)] += (patched - base) if config.mode == "denoise" else (base - patched)
     if config.mode == "denoise":
         values = effect / gap if abs(gap) > 1e-12 else np.full(len(heads), np.nan)
@@ -139,7 +159,7 @@ def _mean_z(vla, probe: Probe, names: list[str], config: PatchingConfig) -> dict
     frames = [frame for pair in probe.pairs for frame in pair]
     built = build_inputs(vla, frames, config.unnorm_key)
     _, cache = vla.run_with_cache(**built["inputs"], names_filter=names)
-    rows = [_aligned(cache, names, built["end"], b) for b in range(len(frames))]
+    rows = [_aligned(cache, names, built["end"], b, _views(vla)) for b in range(len(frames))]
     return {n: torch.stack([r[n] for r in rows]).float().mean(0) for n in names}
 
 
@@ -160,10 +180,11 @@ def attribution_patching(vla, probe: Probe, towers: Sequence[str] = ("llm",), un
     gap = float((m_clean - m_corrupt).sum())
     values = np.zeros(len(heads))
     index = {h: i for i, h in enumerate(heads)}
+    views = _views(vla)
     for b in range(len(probe)):
-        src = _aligned(clean_cache, names, clean["end"], b)
-        dst = _aligned(corrupt_cache, names, corrupt["end"], b)
-        grad = _aligned(grads, names, corrupt["end"], b)
+        src = _aligned(clean_cache, names, clean["end"], b, views)
+        dst = _aligned(corrupt_cache, names, corrupt["end"], b, views)
+        grad = _aligned(grads, names, corrupt["end"], b, views)
         for name in names:
             site = HookSite.parse(name)
             per_head = ((src[name] - dst[name]) * grad[name]).sum(dim=(0, 2))  # (H,)
