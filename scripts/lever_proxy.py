@@ -18,7 +18,6 @@ import logging
 import time
 from pathlib import Path
 
-VALIDATION_SEED = 3_000_000
 
 
 def main() -> int:
@@ -46,6 +45,7 @@ def main() -> int:
     import numpy as np
     import torch
 
+    from robosteer.sim.tasks import VALIDATION_SEED
     from robosteer.app.policy import PolicyFactory
     from robosteer.app.pretrain import RECIPE, combined_statistics
     from robosteer.data.dataset import DemoDataset

@@ -17,26 +17,6 @@ import tempfile
 from pathlib import Path
 
 
-def checkpoint_policy(final: Path, checkpoint: Path, out: Path) -> Path:
-    """Write the policy of ``checkpoint`` in the format of ``final`` (config, tokenizer) to ``out``: its weight
-    average where the run kept one (``ema.safetensors``, what the run ships), else its training weights."""
-    import torch
-    from safetensors.torch import load_file
-
-    from robosteer.models import load_vla
-
-    vla = load_vla(final, dtype=torch.float32)
-    from robosteer.train.state import EMA_FILE
-
-    source = checkpoint / EMA_FILE if (checkpoint / EMA_FILE).is_file() else checkpoint / "trainable.safetensors"
-    weights = {k: v for k, v in load_file(str(source)).items() if not k.startswith("aux_")}
-    missing, unexpected = vla.load_state_dict(weights, strict=False)
-    if unexpected or [k for k in missing if "rotary" not in k]:
-        raise ValueError(f"{checkpoint} does not match {final}: missing {missing[:4]}, unexpected {unexpected[:4]}")
-    vla.save_pretrained(out)
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, help="the pretraining run folder (with final/)")
@@ -45,6 +25,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", required=True, help="JSON file for the curve")
     args = p.parse_args()
+    from robosteer.app.checkpoint_choice import checkpoint_policy
     from robosteer.app.policy import PolicyFactory
     from robosteer.sim.collect import measure_policy
     from robosteer.sim.tasks import get_split

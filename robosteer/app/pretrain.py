@@ -5,7 +5,9 @@ One call does everything: the scripted experts collect the pretraining split's t
 labels stay clean, so the policy sees and learns to correct small mistakes), then the
 default-shape OpenVLA-architecture model trains on all of it with the full strategy.
 Collection is skipped for a demo folder that is already complete, and training resumes
-from the newest checkpoint, so an interrupted run continues where it stopped.
+from the newest checkpoint, so an interrupted run continues where it stopped. With
+``choose_last`` the shipped policy is the best of the newest checkpoints by closed-loop success on
+validation seeds (``checkpoint_choice.py``), written to ``chosen/``.
 
 The training settings are ``TrainConfig``'s: ``PretrainConfig`` names the ones ``robosteer pretrain``
 exposes (``TRAINING_FIELDS``, under TrainConfig's own names, with the recipe's defaults), ``RECIPE``
@@ -34,10 +36,10 @@ log = logging.getLogger(__name__)
 
 # the TrainConfig settings that PretrainConfig (and `robosteer pretrain`) expose, under the same names
 TRAINING_FIELDS: tuple[str, ...] = ("steps", "batch_size", "lr", "warmup_steps", "label_smoothing", "augment",
-                                    "augment_shift", "ema_decay", "seed", "progress")
+                                    "augment_shift", "ema_decay", "ckpt_every", "seed", "progress")
 # the rest of the default policy's TrainConfig (out_dir and unnorm_key: the run's folder and the demos' statistics)
 RECIPE: dict[str, Any] = {"schedule": "cosine", "min_lr_ratio": 0.05, "betas": (0.9, 0.95), "weight_decay": 0.01,
-                          "augment_crop_scale": 1.0, "augment_hue": 0.0, "ckpt_every": 500, "log_every": 50}
+                          "augment_crop_scale": 1.0, "augment_hue": 0.0, "log_every": 50}
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,12 @@ class PretrainConfig:
                 "state (0: behaviour cloning only)"})
     ema_decay: float = field(default=field_default(TrainConfig, "ema_decay"), metadata={
         "help": "exponential moving average of the weights, shipped as the policy (0: off; e.g. 0.999)"})
+    ckpt_every: int = field(default=500, metadata={"help": "optimizer steps between checkpoints"})
+    choose_last: int = field(default=0, metadata={
+        "help": "ship the best of the newest N checkpoints by closed-loop success on validation seeds "
+                "(3,000,000 +; 0: ship the final weights)"})
+    validation_episodes: int = field(default=10, metadata={
+        "help": "validation episodes per task and checkpoint for --choose-last"})
     seed: int = field(default=field_default(TrainConfig, "seed"), metadata={
         "help": "seeds the model's initialisation, the data order and the augmentation"})
     progress: bool = field(default=field_default(TrainConfig, "progress"), metadata={"help": "the tqdm progress bar"})
@@ -90,6 +98,9 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.noisy_episodes < 0:
             raise ValueError("episodes must be >= 1 and noisy_episodes >= 0")
+        if self.choose_last < 0 or self.validation_episodes < 1:
+            raise ValueError(f"PretrainConfig.choose_last must be >= 0 (got {self.choose_last}) and "
+                             f"validation_episodes >= 1 (got {self.validation_episodes})")
         if self.aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
         if self.action_head != "tokens" and self.label_smoothing:
@@ -121,6 +132,7 @@ class PretrainConfig:
         from robosteer.data.demo_format import DATASET_NAME
 
         return TrainConfig(out_dir=str(self.out_dir), unnorm_key=DATASET_NAME, **RECIPE,
+                           keep_checkpoints=max(1, self.choose_last),
                            **{name: getattr(self, name) for name in TRAINING_FIELDS})
 
 
@@ -194,4 +206,16 @@ def pretrain(config: PretrainConfig) -> Path:
     else:
         result = train(vla, frames, FullStrategy(), train_cfg)
     log.info("pretraining finished at step %d (loss %.4f): %s", result.step, result.loss, result.output)
-    return Path(result.output)
+    if not config.choose_last:
+        return Path(result.output)
+    from robosteer.app.checkpoint_choice import choose_checkpoint
+    from robosteer.sim.env import SimConfig
+    from robosteer.sim.tasks import get_split
+
+    sim = SimConfig(image_size=config.image_size, **({"cameras": config.cameras} if config.cameras else {}))
+    chosen, table = choose_checkpoint(Path(config.out_dir) / "checkpoints", Path(result.output),
+                                      [str(t) for t in get_split(config.split).pretrain], out=Path(config.out_dir) / "chosen",
+                                      last=config.choose_last, episodes=config.validation_episodes,
+                                      workers=config.workers, sim_config=sim)
+    log.info("shipped checkpoint: %s", chosen)
+    return chosen

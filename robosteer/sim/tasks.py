@@ -15,6 +15,9 @@ from .variations import VARIATIONS, get_variation
 # Task-instance seeds: collection uses 0, 1, 2, ...; evaluation starts here, so that a policy is never
 # scored on the instances it was trained on.
 EVAL_SEED = 1_000_000
+# Validation seeds (choosing checkpoints and recipes by closed-loop success): disjoint from both, so the
+# evaluation seeds stay untouched by every choice made on the way.
+VALIDATION_SEED = 3_000_000
 
 
 @dataclass(frozen=True)
