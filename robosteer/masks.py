@@ -97,7 +97,9 @@ class HeadMask:
 
         ``towers`` restricts the choice; ``threshold`` keeps only heads at least that good
         (score >= threshold, or <= for lower-is-better columns), and with ``k`` the top k
-        of those. ``layout`` defaults to the scores' layout.
+        of those. ``layout`` defaults to the scores' layout. On ``knn_scores`` this ranks each
+        head at its own best k (robosteer's variant, ``discover --method knn-robosteer``); the
+        released selection needs the activations: ``select_heads_knn(...).to_mask(layout)``.
         """
         layout = layout or scores.layout
         if layout is None:
@@ -121,8 +123,8 @@ class HeadMask:
         else:
             chosen = ranked[:k]
         if k is not None and len(chosen) < (k * len(wanted) if per_tower else k):
-            log.warning("asked for %s heads%s but only %d are scored and pass the threshold", k,
-                        " per tower" if per_tower else "", len(chosen))
+            log.warning("asked for %s heads%s but only %d are scored%s", k, " per tower" if per_tower else "",
+                        len(chosen), "" if threshold is None else f" and pass the threshold {threshold}")
         return cls(layout, tuple(chosen), tuple(values[h] for h in chosen), column=column, method=scores.method,
                    data=scores.data, fingerprint=scores.fingerprint)
 

@@ -4,7 +4,10 @@
 - ``activations``: the input forms scorers accept ((N, H, D) + heads, or {tower: (N, L, H, D)});
 - ``knn.knn_scores``: leave-one-episode-out kNN regression of the action (vectorised);
   ``knn_reference.knn_scores_loop`` is its slow reference;
-- ``greedy.greedy_select``: forward selection by joint kNN error;
+- ``released_selection.select_heads_knn``: the released selection (per-k ranking, joint scoring of
+  the top N or greedy ``best_add``, best k); ``heads_json``: the released ``heads.json``;
+- ``greedy.greedy_select``: robosteer's forward selection by joint kNN error (normalised heads, early stop);
+- ``variance.variance_scores`` and ``mediation.cma_scores``: the release's variance and causal-mediation selectors;
 - ``sav.sav_scores``: the Sparse Attention Vectors baseline; ``random_baseline.random_scores``: the control;
 - ``record.record_heads``: every head's output over demonstration keyframes (input of the scorers);
 - ``probes.Probe`` and ``patching.activation_patching`` / ``attribution_patching``: causal scores over
@@ -26,6 +29,13 @@ _EXPORTS = {
     "knn_scores_loop": "robosteer.circuits.knn_reference",
     "greedy_select": "robosteer.circuits.greedy",
     "GreedySelection": "robosteer.circuits.greedy",
+    "select_heads_knn": "robosteer.circuits.released_selection",
+    "KNNSelection": "robosteer.circuits.released_selection",
+    "write_heads_json": "robosteer.circuits.heads_json",
+    "read_heads_json": "robosteer.circuits.heads_json",
+    "variance_scores": "robosteer.circuits.variance",
+    "cma_scores": "robosteer.circuits.mediation",
+    "baseline_means": "robosteer.circuits.mediation",
     "sav_scores": "robosteer.circuits.sav",
     "discretize_actions": "robosteer.circuits.sav",
     "random_scores": "robosteer.circuits.random_baseline",

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-METHODS: tuple[str, ...] = ("knn", "activation", "attribution", "sav", "random")  # every head selector, by name
+# every head selector, by name; "knn" selects as the released code does (circuits.released_selection),
+# "knn-robosteer" by each head's own best-k score (HeadMask.select on knn_scores), robosteer's earlier variant
+METHODS: tuple[str, ...] = ("knn", "knn-robosteer", "activation", "attribution", "sav", "random")
 PROBE_METHODS: tuple[str, ...] = ("activation", "attribution")  # the causal scorers, which score heads on probes
-RECORD_METHODS: tuple[str, ...] = ("knn", "sav")  # the scorers of recorded head outputs (circuits.record)
+RECORD_METHODS: tuple[str, ...] = ("knn", "knn-robosteer", "sav")  # the scorers of recorded head outputs (circuits.record)
 POSITIONS: tuple[str, ...] = ("last_prompt", "first_action", "mean_action")  # LLM token positions (circuits.record)
 
 

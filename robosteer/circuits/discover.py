@@ -2,8 +2,12 @@
 
 This is what ``robosteer discover`` and the main example run. Methods:
 
-- ``knn`` (default, the released Robotic Steering scorer): record every head's output at
-  the demonstrations' keyframes, score it by leave-one-episode-out kNN regression of the action;
+- ``knn`` (default, the released Robotic Steering method): record every head's output at
+  the demonstrations' keyframes, score it by leave-one-episode-out kNN regression of the action, and
+  select as the released code does (``released_selection.select_heads_knn``, mode "topk": rank per k,
+  score each k's top-k set jointly, keep the best k); also writes the released ``heads.json``;
+- ``knn-robosteer``: the same scores, the top k heads each at its own best k (robosteer's earlier
+  selection, ``HeadMask.select``);
 - ``activation`` / ``attribution``: causal scores over the probes passed in (pairs of frames
   that differ in one factor: visual, linguistic, physical, ...), combined across probes by mean
   z-score. Circuits do not build probes: the caller does (the application builds sim probes of
@@ -39,6 +43,7 @@ class DiscoveryResult:
     mask: HeadMask
     column: str
     files: dict[str, Path] = field(default_factory=dict)
+    selection: Any = None  # method knn: the released selection (released_selection.KNNSelection)
 
 
 def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = None, *,
@@ -47,6 +52,12 @@ def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = N
 
     ``probes``: the ``Probe`` objects ``activation`` / ``attribution`` score on (required for them, unused otherwise).
     """
+    scores, column, _ = _score_heads(vla, dataset, config, out, probes=probes)
+    return scores, column
+
+
+def _score_heads(vla, dataset, config: DiscoverConfig, out, *, probes) -> tuple[HeadScores, str, Any]:
+    """``score_heads``, plus the recorded ``HeadActivations`` (None for the methods that record none)."""
     if probes and config.method not in PROBE_METHODS:
         raise ValueError(f"probes are scored by the methods {', '.join(PROBE_METHODS)} only; "
                          f"method is {config.method!r}")
@@ -61,7 +72,7 @@ def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = N
         scores = HeadScores(tuple(scores.heads[i] for i in keep), {c: v[keep] for c, v in scores.columns.items()},
                             dict(scores.higher_is_better), layout=scores.layout, method="random",
                             fingerprint=scores.fingerprint, data=scores.data, meta=dict(scores.meta))
-        return scores, scores.default_column
+        return scores, scores.default_column, None
     if config.method in RECORD_METHODS:
         from .record import RecordConfig, record_heads
 
@@ -70,9 +81,8 @@ def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = N
         acts = record_heads(vla, [dataset[i] for i in range(len(dataset))], RecordConfig(
             towers=config.towers, position=config.position, keyframes_only=config.keyframes_only,
             unnorm_key=config.unnorm_key), out=Path(out) / "activations" if config.stream else None)
-        if config.method == "knn":
-            scores = acts.knn_scores()
-            return scores, "knn"
+        if config.method in ("knn", "knn-robosteer"):
+            return acts.knn_scores(), "knn", acts
         from .sav import discretize_actions, sav_scores
 
         labels = np.asarray(discretize_actions(acts.actions))
@@ -86,7 +96,7 @@ def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = N
         parts = [sav_scores(acts.flat(t)[keep], labels[keep], acts.heads(t), layout=vla.head_layout,
                             fingerprint=vla.fingerprint()) for t in acts.acts]
         scores = parts[0] if len(parts) == 1 else HeadScores.merge(*parts)
-        return scores, scores.default_column
+        return scores, scores.default_column, acts
     from .patching import PatchingConfig, activation_patching, attribution_patching
 
     if not probes:
@@ -101,8 +111,24 @@ def score_heads(vla, dataset, config: DiscoverConfig, out: str | Path | None = N
     scores = parts[0] if len(parts) == 1 else HeadScores.merge(*parts)
     if len(parts) > 1:
         scores = scores.combine(name=f"{config.method}:combined")
-        return scores, f"{config.method}:combined"
-    return scores, scores.default_column
+        return scores, f"{config.method}:combined", None
+    return scores, scores.default_column, None
+
+
+def _select(scores: HeadScores, column: str, config: DiscoverConfig, layout, acts) -> tuple[HeadMask, Any]:
+    """The mask of ``config.top_k`` heads (all scored heads, with a warning, when fewer are scored)."""
+    k = config.top_k
+    available = len(scores.top(None, column))
+    if k > available:
+        log.warning("--top-k %d asks for more heads than the %d scored on towers %s; selecting all %d", k, available,
+                    ", ".join(config.towers), available)
+        k = available
+    if config.method != "knn":
+        return HeadMask.select(scores, k=k, column=column, layout=layout), None
+    from .released_selection import select_heads_knn
+
+    selection = select_heads_knn(dict(acts.acts), acts.actions, acts.episodes, acts.frames, n=k)
+    return selection.to_mask(layout, fingerprint=scores.fingerprint, data=scores.data), selection
 
 
 def discover(vla, dataset, config: DiscoverConfig = DiscoverConfig(), out: str | Path | None = None, *,
@@ -111,9 +137,9 @@ def discover(vla, dataset, config: DiscoverConfig = DiscoverConfig(), out: str |
 
     ``probes``: the ``Probe`` objects the ``activation`` / ``attribution`` methods score on (see ``score_heads``).
     """
-    scores, column = score_heads(vla, dataset, config, out, probes=probes)
-    mask = HeadMask.select(scores, k=config.top_k, column=column, layout=vla.head_layout)
-    result = DiscoveryResult(scores=scores, mask=mask, column=column)
+    scores, column, acts = _score_heads(vla, dataset, config, out, probes=probes)
+    mask, selection = _select(scores, column, config, vla.head_layout, acts)
+    result = DiscoveryResult(scores=scores, mask=mask, column=column, selection=selection)
     if out is not None:
         from ..viz import head_map, save_html
 
@@ -124,7 +150,11 @@ def discover(vla, dataset, config: DiscoverConfig = DiscoverConfig(), out: str |
         result.files["scores"] = Path(scores.save(out / "scores.csv"))
         result.files["mask"] = Path(mask.to_json(out / "mask.json"))
         result.files["mask_safetensors"] = Path(mask.save_safetensors(out / "mask.safetensors"))
-        title = f"{config.method} head scores ({column}); top {config.top_k} outlined"
+        if selection is not None and len({h.tower for h in selection.heads}) == 1:
+            from .heads_json import write_heads_json
+
+            result.files["heads_json"] = Path(write_heads_json(out / "heads.json", selection))
+        title = f"{config.method} head scores ({column}); the {len(mask)} selected outlined"
         fig = head_map(scores, column=column, mask=mask, title=title)
         result.files["headmap"] = Path(save_html(fig, out / "headmap.html"))
         log.info("wrote %s", ", ".join(str(p) for p in result.files.values()))

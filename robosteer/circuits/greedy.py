@@ -1,6 +1,8 @@
 """Greedy forward selection of heads by joint kNN-regression error.
 
-The alternative selection of the released Robotic Steering code: start from no head
+Robotic Steering's greedy selection as robosteer first wrote it (the released code's
+``best_add``, with its own rules, is ``released_selection.select_heads_knn(mode="best_add")``;
+docs/circuits.md compares them): start from no head
 (error = the mean predictor's), and repeatedly add the candidate head whose
 activation, concatenated with those already chosen, gives the lowest
 leave-one-episode-out kNN error (same protocol as ``knn.knn_scores``); stop when no
