@@ -8,6 +8,7 @@ Usage::
     import robosteer
     vla = robosteer.load_vla("path/to/openvla-checkpoint")
     action = vla.predict_action(image, "pick up the red cube")
+    ex = robosteer.explain(vla, image, "pick up the red cube")   # why: each head's direct effect on it
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ _LAZY = {
     "VLAConfig": "robosteer.models",
     "ViTConfig": "robosteer.models",
     "tiny_config": "robosteer.models.tiny",
+    "explain": "robosteer.explanation.api",
+    "Explanation": "robosteer.explanation.result",
 }
 
 __all__ = ["Head", "HeadLayout", "HookSite", "hook_name", "__version__", *_LAZY]

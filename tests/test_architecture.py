@@ -39,7 +39,7 @@ FLOORS: dict[str, int] = {
     "robosteer.config_cli": 1,
     "robosteer.data": 2,
     "robosteer.models": 3, "robosteer.hooks": 3, "robosteer.cache": 3, "robosteer.interventions": 3,
-    "robosteer.masks": 3,
+    "robosteer.masks": 3, "robosteer.explanation": 3,
     "robosteer.circuits": 4, "robosteer.train": 4, "robosteer.viz": 4, "robosteer.interop": 4,
     "robosteer.sim": 5,
     "robosteer.app": 6,

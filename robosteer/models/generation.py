@@ -7,14 +7,19 @@ with ``use_cache`` later steps feed one token embedding and reuse that step's ca
 The no-cache path recomputes everything each step (the reference for tests and
 benchmarks).
 
+``decode_action_tokens`` is the cached loop itself and also returns the logits that chose each
+token (``robosteer.explanation`` reads them).
+
 Usage::
 
     tokens = greedy_action_tokens(vla, input_ids, pixel_values, n_tokens=7)  # (B, 7) int64
+    decoded = decode_action_tokens(vla, input_ids, pixel_values, n_tokens=7)  # .tokens (B, 7), .logits (B, 7, V)
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -35,25 +40,41 @@ def greedy_action_tokens(vla, input_ids: torch.Tensor, pixel_values: torch.Tenso
     """Generate ``n_tokens`` greedy tokens after the prompt; returns (B, n_tokens) int64."""
     if n_tokens < 1:
         raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
+    if use_cache:
+        return decode_action_tokens(vla, input_ids, pixel_values, n_tokens, proprio=proprio).tokens
     generated: list[torch.Tensor] = []
-    if not use_cache:
-        ids = input_ids
-        for _ in range(n_tokens):
-            logits = vla(input_ids=ids, pixel_values=pixel_values, proprio=proprio, logits_to_keep=1).logits
-            nxt = logits[:, -1].argmax(dim=-1)
-            generated.append(nxt)
-            ids = torch.cat([ids, nxt[:, None]], dim=1)
-        return torch.stack(generated, dim=1).cpu()
+    ids = input_ids
+    for _ in range(n_tokens):
+        logits = vla(input_ids=ids, pixel_values=pixel_values, proprio=proprio, logits_to_keep=1).logits
+        nxt = logits[:, -1].argmax(dim=-1)
+        generated.append(nxt)
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+    return torch.stack(generated, dim=1).cpu()
 
+
+@dataclass
+class DecodedActions:
+    """What ``decode_action_tokens`` returns."""
+
+    tokens: torch.Tensor  # (B, n) int64 on the CPU: the argmax at each step
+    logits: torch.Tensor  # (B, n, V) on the model's device: the logits that chose each token
+
+
+@torch.no_grad()
+def decode_action_tokens(vla, input_ids: torch.Tensor, pixel_values: torch.Tensor, n_tokens: int,
+                         proprio: torch.Tensor | None = None) -> DecodedActions:
+    """The cached greedy loop: one pass over the multimodal prefix, then ``n_tokens - 1`` one-token steps."""
+    if n_tokens < 1:
+        raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
     out = vla(input_ids=input_ids, pixel_values=pixel_values, proprio=proprio, use_cache=True, logits_to_keep=1)
     past = out.past_key_values
-    nxt = out.logits[:, -1].argmax(dim=-1)
-    generated.append(nxt)
+    logits = [out.logits[:, -1]]
+    chosen = [logits[-1].argmax(dim=-1)]
     embed = vla.language_model.get_input_embeddings()
     for _ in range(n_tokens - 1):
-        step = vla.language_model(inputs_embeds=embed(nxt[:, None]), use_cache=True, logits_to_keep=1,
+        step = vla.language_model(inputs_embeds=embed(chosen[-1][:, None]), use_cache=True, logits_to_keep=1,
                                   **{cache_name(): past})
         past = getattr(step, cache_name())
-        nxt = step.logits[:, -1].argmax(dim=-1)
-        generated.append(nxt)
-    return torch.stack(generated, dim=1).cpu()
+        logits.append(step.logits[:, -1])
+        chosen.append(logits[-1].argmax(dim=-1))
+    return DecodedActions(tokens=torch.stack(chosen, dim=1).cpu(), logits=torch.stack(logits, dim=1))

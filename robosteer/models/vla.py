@@ -337,13 +337,35 @@ class OpenVLA(HookedModelMixin, nn.Module):
         from .generation import greedy_action_tokens
 
         stats = self.norm_stats(unnorm_key)
+        input_ids, pixel_values, prop = self.action_inputs(image, instruction, input_ids=input_ids,
+                                                           pixel_values=pixel_values, proprio=proprio,
+                                                           unnorm_key=unnorm_key)
+        if self.config.parallel_decoding:
+            if return_tokens:
+                raise ValueError("return_tokens: a regression-head model predicts continuous actions, not tokens")
+            chunk = predict_chunk(self, input_ids, pixel_values, prop, stats["action"]).actions
+            return chunk[0] if chunk.shape[0] == 1 else chunk
+        tokens = greedy_action_tokens(self, input_ids, pixel_values, len(stats["action"]["q01"]),
+                                      proprio=prop, use_cache=use_cache)
+        actions = unnormalize(self.action_tokenizer.decode(tokens), stats["action"])
+        single = actions.shape[0] == 1
+        actions = actions[0] if single else actions
+        if return_tokens:
+            return actions, (tokens[0] if single else tokens)
+        return actions
+
+    def action_inputs(self, image: Any = None, instruction: str | None = None, *, input_ids: Any = None,
+                      pixel_values: torch.Tensor | None = None, proprio: Any = None, unnorm_key: str | None = None,
+                      caller: str = "predict_action") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What ``predict_action`` feeds the model: ``(input_ids (B, L), pixel_values, normalised proprio or None)``,
+        on the model's device, prompt suffix appended, one prompt repeated over a batch of images."""
         if pixel_values is None:
             if image is None:
-                raise ValueError("predict_action needs an image (or pixel_values)")
+                raise ValueError(f"{caller} needs an image (or pixel_values)")
             pixel_values = self.preprocess(image)
         if input_ids is None:
             if instruction is None:
-                raise ValueError("predict_action needs an instruction (or input_ids)")
+                raise ValueError(f"{caller} needs an instruction (or input_ids)")
             input_ids = self.tokenize(instruction)
         input_ids = torch.as_tensor(input_ids, dtype=torch.long)
         if input_ids.ndim == 1:
@@ -356,19 +378,14 @@ class OpenVLA(HookedModelMixin, nn.Module):
             if proprio is None:
                 raise ValueError(f"this model needs proprio= ({self.config.proprio_dim} dims, raw robot state)")
             prop = self.normalize_proprio(proprio, unnorm_key).to(self.device)
-        if self.config.parallel_decoding:
-            if return_tokens:
-                raise ValueError("return_tokens: a regression-head model predicts continuous actions, not tokens")
-            chunk = predict_chunk(self, input_ids, pixel_values.to(self.device), prop, stats["action"]).actions
-            return chunk[0] if chunk.shape[0] == 1 else chunk
-        tokens = greedy_action_tokens(self, input_ids, pixel_values.to(self.device), len(stats["action"]["q01"]),
-                                      proprio=prop, use_cache=use_cache)
-        actions = unnormalize(self.action_tokenizer.decode(tokens), stats["action"])
-        single = actions.shape[0] == 1
-        actions = actions[0] if single else actions
-        if return_tokens:
-            return actions, (tokens[0] if single else tokens)
-        return actions
+        return input_ids, pixel_values.to(self.device), prop
+
+    def explain(self, observation: Any, instruction: str | None = None, **options: Any):
+        """``vla.explain(image, "pick up the red cube")`` -> ``Explanation``: each LLM head's direct effect on the
+        action, attention maps, ablations, adapter deltas (see :func:`robosteer.explanation.explain`)."""
+        from ..explanation.api import explain
+
+        return explain(self, observation, instruction, **options)
 
     @torch.no_grad()
     def predict_chunk(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, proprio: torch.Tensor | None = None,
