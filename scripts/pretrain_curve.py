@@ -24,20 +24,27 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", required=True, help="JSON file for the curve")
+    p.add_argument("--cameras", default="", help="views the policy reads, comma-separated (the run's --cameras)")
+    p.add_argument("--seed", type=int, default=None, help="first episode seed (default: the evaluation seeds)")
     args = p.parse_args()
     from robosteer.app.checkpoint_choice import checkpoint_policy
     from robosteer.app.policy import PolicyFactory
     from robosteer.sim.collect import measure_policy
-    from robosteer.sim.tasks import get_split
+    from robosteer.sim.env import SimConfig
+    from robosteer.sim.tasks import EVAL_SEED, get_split
 
     tasks = [str(t) for t in get_split("default").pretrain]
+    cameras = tuple(c for c in args.cameras.split(",") if c)
+    sim = SimConfig(cameras=cameras) if cameras else None
+    seed = EVAL_SEED if args.seed is None else args.seed
     curve = []
     with tempfile.TemporaryDirectory() as tmp:
         for ckpt in sorted(Path(args.checkpoints).glob("step-*")):
             step = int(ckpt.name.split("-")[1])
             policy = checkpoint_policy(Path(args.run) / "final", ckpt, Path(tmp) / ckpt.name)
-            results = measure_policy(PolicyFactory(str(policy)), tasks, episodes=args.episodes, workers=args.workers, progress=False)
-            row = {"step": step, **{t: [r.successes, r.n] for t, r in results.items()}}
+            results = measure_policy(PolicyFactory(str(policy)), tasks, episodes=args.episodes, workers=args.workers,
+                                     seed=seed, config=sim, progress=False)
+            row = {"step": step, "seed": seed, **{t: [r.successes, r.n] for t, r in results.items()}}
             row["mean"] = sum(r.success_rate for r in results.values()) / len(results)
             curve.append(row)
             print(json.dumps(row), flush=True)
