@@ -28,6 +28,7 @@ _LAZY = {
     "tiny_config": "robosteer.models.tiny",
     "explain": "robosteer.explanation.api",
     "Explanation": "robosteer.explanation.result",
+    "FileFormatError": "robosteer.files",  # the error for a malformed file: names the file and the field
 }
 
 __all__ = ["Head", "HeadLayout", "HookSite", "hook_name", "__version__", *_LAZY]

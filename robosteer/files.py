@@ -6,7 +6,9 @@
 - ``write_json_atomic(path, obj)`` and ``save_safetensors_atomic(tensors, path)``: the same for
   JSON and safetensors;
 - ``atomic_directory(target)``: build a folder next to ``target`` and swap it in when complete;
-- ``read_json(path, what)``: load JSON, with errors that say which file and what is wrong.
+- ``read_json(path, what)``: load JSON, with errors that say which file and what is wrong;
+- ``FileFormatError``: the error every reader raises for a malformed file a user gave it
+  (a ``ValueError`` whose message names the file, the field and what was expected).
 
 Usage::
 
@@ -24,6 +26,19 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+
+class FileFormatError(ValueError):
+    """A file is malformed or does not fit what it is loaded into; the message names the file and the field.
+
+    ``FileFormatError(path, "n_action_bins", "expected an integer, got 'abc'")`` reads
+    ``"<path>: field 'n_action_bins': expected an integer, got 'abc'"``; ``field=None`` is for
+    the file as a whole.
+    """
+
+    def __init__(self, path, field: str | None, problem: str) -> None:
+        super().__init__(f"{path}: {problem}" if field is None else f"{path}: field {field!r}: {problem}")
+        self.path, self.field, self.problem = Path(path), field, problem
 
 
 def current_umask() -> int:
@@ -104,7 +119,10 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{what} {path} is not valid JSON: {err}") from err
+        raise FileFormatError(path, None, f"{what} is not valid JSON ({err})") from err
+    except UnicodeDecodeError as err:  # a binary file: pickle, safetensors, an image
+        raise FileFormatError(path, None, f"{what} is not a JSON text file (byte {err.start} is not UTF-8); "
+                              "expected JSON, got a binary file such as a pickle or safetensors file") from err

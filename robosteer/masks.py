@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -28,7 +29,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from robosteer.files import atomic_write_bytes, read_json, write_json_atomic
+from robosteer.files import FileFormatError, atomic_write_bytes, read_json, write_json_atomic
 from robosteer.sites import Head, HeadLayout
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,19 @@ def _check_layout(found: HeadLayout, expected: HeadLayout | None, source: str) -
     if expected is not None and found != expected:
         raise ValueError(f"{source} was made for layout {found.to_dict()}, but this model has layout "
                          f"{expected.to_dict()}; a head mask only fits the architecture it was made for")
+
+
+def _read_layout(value, source: str) -> HeadLayout:
+    """A file's ``layout`` field, ``{"llm": [layers, heads], ...}``, as a ``HeadLayout``."""
+    if not isinstance(value, dict) or not value or not all(
+            isinstance(dims, list) and len(dims) == 2 and all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
+            for dims in value.values()):
+        raise FileFormatError(source, "layout", f'expected an object {{tower: [layers, heads]}} like {{"llm": [32, 32]}}, '
+                              f"got {value!r:.80}")
+    try:
+        return HeadLayout(value)
+    except ValueError as err:
+        raise FileFormatError(source, "layout", str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -106,8 +120,9 @@ class HeadMask:
             raise ValueError("these scores carry no layout; pass layout=vla.head_layout")
         if k is None and threshold is None:
             raise ValueError("select needs k, threshold, or both")
-        if k is not None and k < 0:
-            raise ValueError(f"k must be >= 0, got {k}")
+        if k is not None and (not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1):
+            raise ValueError(f"select: k must be an integer >= 1 (how many heads to keep), got {k!r}; an empty "
+                             "mask trains nothing (for every head that passes a threshold, pass threshold= alone)")
         column = scores.default_column if column is None else column
         wanted = list(layout.names) if towers is None else list(towers)
         for tower in wanted:
@@ -194,17 +209,35 @@ class HeadMask:
                 "column": self.column, "method": self.method, "data": self.data, "fingerprint": self.fingerprint}
 
     @classmethod
-    def _from_fields(cls, fields: dict, layout: HeadLayout | None, source: str) -> "HeadMask":
+    def _from_fields(cls, fields, layout: HeadLayout | None, source: str) -> "HeadMask":
+        """The mask a file's fields describe; ``FileFormatError`` naming the file and the field otherwise."""
+        if not isinstance(fields, dict):
+            raise FileFormatError(source, None, f"expected a JSON object (a {FORMAT} file), got {type(fields).__name__}")
         if fields.get("format") != FORMAT or fields.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{source} is not a {FORMAT} v{FORMAT_VERSION} file "
-                             f"(format={fields.get('format')!r}, version={fields.get('version')!r})")
-        found = HeadLayout(fields["layout"])
-        _check_layout(found, layout, source)
-        scores = fields.get("scores")
-        return cls(found, tuple(Head.parse(h) for h in fields["heads"]),
-                   None if scores is None else tuple(math.nan if s is None else s for s in scores),
-                   column=fields.get("column"), method=fields.get("method", ""), data=fields.get("data", ""),
-                   fingerprint=fields.get("fingerprint"))
+            raise FileFormatError(source, "format", f"expected a {FORMAT} v{FORMAT_VERSION} file "
+                                  f"(format={fields.get('format')!r}, version={fields.get('version')!r})")
+        found = _read_layout(fields.get("layout"), source)
+        if layout is not None and found != layout:
+            raise FileFormatError(source, "layout", f"made for layout {found.to_dict()}, but this model has layout "
+                                  f"{layout.to_dict()}; a head mask only fits the architecture it was made for")
+        heads, scores = fields.get("heads"), fields.get("scores")
+        if not isinstance(heads, list) or not all(isinstance(h, str) for h in heads):
+            raise FileFormatError(source, "heads", f"expected a list of head names like 'llm.L12H7', got {heads!r:.80}")
+        if scores is not None and (not isinstance(scores, list) or len(scores) != len(heads) or not all(
+                s is None or (isinstance(s, (int, float)) and not isinstance(s, bool)) for s in scores)):
+            raise FileFormatError(source, "scores", f"expected null or a list of {len(heads)} numbers (one per head, "
+                                  f"null for NaN), got {scores!r:.80}")
+        text = {}
+        for key, default in (("column", None), ("method", ""), ("data", ""), ("fingerprint", None)):
+            text[key] = fields.get(key, default)
+            if not (isinstance(text[key], str) or (default is None and text[key] is None)):
+                raise FileFormatError(source, key, f"expected a string{' or null' if default is None else ''}, "
+                                      f"got {text[key]!r:.80}")
+        try:
+            return cls(found, tuple(Head.parse(h) for h in heads),
+                       None if scores is None else tuple(math.nan if s is None else s for s in scores), **text)
+        except (ValueError, OverflowError) as err:
+            raise FileFormatError(source, "heads", str(err)) from None
 
     def to_json(self, path: str | Path) -> Path:
         """``mask.to_json("heads.json")``: write the mask as readable JSON (atomically)."""
@@ -228,15 +261,24 @@ class HeadMask:
         """``HeadMask.load_safetensors("heads.safetensors", layout=vla.head_layout)``; checks tensors against heads."""
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
-            raw = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                raw = handle.metadata() or {}
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"head mask not found: {path}") from None
+        except Exception as err:  # safetensors raises its own SafetensorError for a bad header or a pickle
+            raise FileFormatError(path, None, f"not a readable safetensors head mask ({type(err).__name__}: "
+                                  f"{err}); expected a file written by HeadMask.save_safetensors") from None
         try:
             fields = {key: json.loads(value) for key, value in raw.items()}
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: metadata is not robosteer head-mask JSON: {err}") from err
+            raise FileFormatError(path, "<metadata>", f"not robosteer head-mask JSON: {err}") from None
         mask = cls._from_fields(fields, layout, str(path))
-        from_tensors = cls.from_tensors(tensors, mask.layout)
+        try:
+            from_tensors = cls.from_tensors(tensors, mask.layout)
+        except ValueError as err:
+            raise FileFormatError(path, "<tensors>", str(err)) from None
         if from_tensors.heads != mask.heads:
-            raise ValueError(f"{path}: the bool tensors and the 'heads' metadata disagree")
+            raise FileFormatError(path, "heads", "the bool tensors and the 'heads' metadata disagree")
         return mask

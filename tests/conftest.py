@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,16 @@ def fixture_path(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def openvla_tiny_a() -> Path:
     return fixture_path("openvla-tiny-a")
+
+
+@pytest.fixture()
+def ckpt(openvla_tiny_a, tmp_path):
+    """A writable copy of the reference checkpoint."""
+    dst = tmp_path / "ckpt"
+    shutil.copytree(openvla_tiny_a, dst)
+    for p in dst.iterdir():
+        p.chmod(0o644)
+    return dst
 
 
 @pytest.fixture(scope="session")

@@ -172,7 +172,17 @@ def _ids(x, name: str, n: int, default: torch.Tensor) -> torch.Tensor:
     """(N,) int64 ids (episode ids or frame indices), or ``default`` when ``x`` is None."""
     if x is None:
         return default
-    ids = _as_tensor(x, name, torch.int64)
+    try:
+        raw = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a tensor or array of integer ids, got {type(x).__name__}: {err}") from err
+    if raw.is_floating_point():  # float ids are fine when integral (1.0); 1.5 would be silently truncated
+        bad = raw[~torch.isfinite(raw) | (raw != raw.round())]
+        if bad.numel():
+            raise ValueError(f"{name} must be integer ids (floats only with integral values), got non-integral "
+                             f"values such as {bad[:3].tolist()}; map them to integers first (e.g. np.unique(..., "
+                             "return_inverse=True)[1])")
+    ids = raw.to(torch.int64)
     if ids.shape != (n,):
         raise ValueError(f"{name} must be (N,) with N = {n} like acts, got shape {tuple(ids.shape)}")
     return ids

@@ -1,7 +1,7 @@
 """kNN-regression head scores: how well does one head's activation predict the action?
 
-This is the head score of the released Robotic Steering code (see OPENVLA.md, "The
-released Robotic Steering head selection"). For head h and frame i:
+This is the head score of the released Robotic Steering code (docs/circuits.md, "kNN
+regression" and "Released selection vs robosteer's variant"). For head h and frame i:
 
 - neighbours: frames of *other* episodes (leave-one-episode-out); with a single
   episode, frames more than ``window`` frames away from i (leave-one-frame-out with a

@@ -7,8 +7,8 @@ and one sort per fold serve every k of the grid. It is kept to check the vectori
 scorer (tests) and to time it (benchmarks).
 
 ``knn_scores_released_style`` computes the same numbers the way the released Robotic
-Steering code does (OPENVLA.md): per head, per held-out fold, per k, a fresh
-distance-weighted kNN regressor is fitted and queried. Each query follows
+Steering code does (docs/circuits.md, "kNN regression"): per head, per held-out fold,
+per k, a fresh distance-weighted kNN regressor is fitted and queried. Each query follows
 scikit-learn's ``KNeighborsRegressor(metric="cosine", weights="distance")`` brute-force
 path step by step (normalise both sides, cosine distances clipped to [0, 2],
 ``argpartition`` to the k nearest then ``argsort`` of those, inverse-distance mean),

@@ -1,8 +1,9 @@
 """Sparse Attention Vectors (SAV): the few-shot classification baseline for head scores.
 
-The predecessor of Robotic Steering (OPENVLA.md, "Sparse Attention Vectors"): each
-head is scored by how well its activation classifies the examples by nearest class
-mean. For head h, class c with n_c examples and class sum s_c:
+The predecessor of Robotic Steering (per-head class means of last-token activations over
+few-shot examples, each head scored by nearest-class-mean accuracy, the top 20 heads vote;
+docs/circuits.md, "Sparse Attention Vectors"): each head is scored by how well its
+activation classifies the examples by nearest class mean. For head h, class c with n_c examples and class sum s_c:
 
 - leave-one-out class means: for example i of class c_i, its own class mean is
   (s_{c_i} − x_i) / (n_{c_i} − 1); the other classes use their full means s_c / n_c;

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import FileFormatError
 from .keyframes import KEYFRAME_NAMES, keyframe_flags
 from .schema import ACTION_NAMES, PROPRIO_NAMES, STATE_NAMES
-from .statistics import dataset_statistics
+from .statistics import check_statistics, dataset_statistics
 
 FORMAT_NAME = "robosteer-sim-demos"
 FORMAT_VERSION = 1
@@ -41,12 +42,8 @@ STATE_COLUMN = "state"  # optional (N, 6) privileged target/goal positions (expe
 EPISODE_COLUMNS: tuple[str, ...] = ("episode", "task", "family", "variation", "seed", "instruction", "success", "length", "image_file")
 
 
-class DemoFormatError(ValueError):
+class DemoFormatError(FileFormatError):
     """A demo file is missing or malformed; the message names the file and the field."""
-
-    def __init__(self, path, field: str, problem: str) -> None:
-        super().__init__(f"{path}: field {field!r}: {problem}")
-        self.path, self.field = Path(path), field
 
 
 def image_file(episode: int) -> str:
@@ -189,9 +186,11 @@ def read_meta(root) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {root} is not a robosteer demo folder (run `robosteer collect`)")
     try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        meta = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DemoFormatError(path, "<json>", f"not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise DemoFormatError(path, "<json>", f"expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT_NAME:
         raise DemoFormatError(path, "format", f"expected {FORMAT_NAME!r}, got {meta.get('format')!r}")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -199,11 +198,21 @@ def read_meta(root) -> dict:
     for key in ("image_size", "dataset_statistics", "num_episodes"):
         if key not in meta:
             raise DemoFormatError(path, key, "missing")
+    size = meta["image_size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+        raise DemoFormatError(path, "image_size", f"expected [height, width] positive integers, got {size!r}")
+    if not (_is_int(meta["num_episodes"]) and meta["num_episodes"] >= 0):
+        raise DemoFormatError(path, "num_episodes", f"expected a non-negative integer, got {meta['num_episodes']!r}")
+    check_statistics(meta["dataset_statistics"], path)
     cameras = meta.get("cameras")
-    if cameras is not None and (not isinstance(cameras, list) or len(cameras) < 2 or len(set(cameras)) != len(cameras)
-                                or not all(isinstance(c, str) and c for c in cameras)):
+    if cameras is not None and (not isinstance(cameras, list) or len(cameras) < 2
+                                or not all(isinstance(c, str) and c for c in cameras) or len(set(cameras)) != len(cameras)):
         raise DemoFormatError(path, "cameras", f"expected a list of two or more distinct camera names, got {cameras!r}")
     return meta
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _read_table(path: Path, columns: tuple[str, ...]):

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import FileFormatError, read_json
 from .frames import FrameDataset
 from .keyframes import keyframe_flags
 from .statistics import dataset_statistics
@@ -45,13 +46,14 @@ def _read_tasks(meta: Path) -> dict[int, str]:
     jsonl, parquet = meta / "tasks.jsonl", meta / "tasks.parquet"
     if jsonl.is_file():
         tasks = {}
-        for n, line in enumerate(jsonl.read_text().splitlines(), 1):
+        for n, line in enumerate(jsonl.read_bytes().decode("utf-8", errors="replace").splitlines(), 1):
             if line.strip():
                 try:
                     row = json.loads(line)
-                    tasks[int(row["task_index"])] = str(row["task"])
-                except (json.JSONDecodeError, KeyError, ValueError) as err:
-                    raise ValueError(f"{jsonl}: line {n}: field 'task_index'/'task': {err}") from None
+                    tasks[_task_index(row["task_index"])] = str(row["task"])
+                except (json.JSONDecodeError, KeyError, ValueError, TypeError) as err:
+                    raise FileFormatError(jsonl, "task_index/task", f"line {n}: expected an object "
+                                          f'{{"task_index": int, "task": str}} ({type(err).__name__}: {err})') from None
         return tasks
     if parquet.is_file():
         import pyarrow.parquet as pq
@@ -61,6 +63,12 @@ def _read_tasks(meta: Path) -> dict[int, str]:
             table = table.reset_index().rename(columns={table.index.name or "index": "task"})
         return {int(i): str(t) for i, t in zip(table["task_index"], table["task"])}
     return {}
+
+
+def _task_index(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"task_index must be an integer, got {value!r}")
+    return int(value)
 
 
 class LeRobotDataset(FrameDataset):
@@ -74,23 +82,28 @@ class LeRobotDataset(FrameDataset):
         info_path = self.root / "meta" / "info.json"
         if not info_path.is_file():
             raise FileNotFoundError(f"{info_path} not found: {self.root} is not a LeRobot dataset folder")
-        self.info = json.loads(info_path.read_text())
+        self.info = read_json(info_path, "LeRobot info")
+        if not isinstance(self.info, dict):
+            raise FileFormatError(info_path, None, f"expected a JSON object, got {type(self.info).__name__}")
         features = self.info.get("features")
         if not isinstance(features, dict):
-            raise ValueError(f"{info_path}: field 'features': missing or not an object")
+            raise FileFormatError(info_path, "features", "missing or not an object")
+        for key, feature in features.items():
+            if not isinstance(feature, dict):
+                raise FileFormatError(info_path, f"features.{key}", f"expected an object with a 'dtype', got {feature!r}")
         visual = [k for k, f in features.items() if f.get("dtype") in ("image", "video")]
         keys = self._view_keys(info_path, visual, image_key, image_keys)
         if keys:
             image_key = keys[0]
         if image_key is None:
             if not visual:
-                raise ValueError(f"{info_path}: field 'features': no image or video feature")
+                raise FileFormatError(info_path, "features", "no image or video feature")
             image_key = visual[0]
         if image_key not in features:
-            raise ValueError(f"{info_path}: field 'features': no feature {image_key!r}; image features: {visual}")
-        self.image_key, self.image_dtype = image_key, features[image_key]["dtype"]
+            raise FileFormatError(info_path, "features", f"no feature {image_key!r}; image features: {visual}")
+        self.image_key, self.image_dtype = image_key, features[image_key].get("dtype")
         self.image_keys = keys or (image_key,)  # the features read, main first
-        self.key_dtypes = {k: features[k]["dtype"] for k in self.image_keys}
+        self.key_dtypes = {k: features[k].get("dtype") for k in self.image_keys}
         self.fps = self.info.get("fps")
 
         files = sorted((self.root / "data").glob("chunk-*/*.parquet"))
@@ -102,13 +115,13 @@ class LeRobotDataset(FrameDataset):
             try:
                 table = pq.read_table(path)
             except Exception as err:  # a damaged file
-                raise ValueError(f"{path}: cannot be read as Parquet ({err})") from None
+                raise FileFormatError(path, None, f"cannot be read as Parquet ({err})") from None
             missing = sorted(columns - set(table.column_names))
             if missing:
-                raise ValueError(f"{path}: field {missing[0]!r}: missing column")
+                raise FileFormatError(path, missing[0], "missing column")
             for key in self.image_keys:
                 if self.key_dtypes[key] == "image" and key not in table.column_names:
-                    raise ValueError(f"{path}: field {key!r}: missing image column")
+                    raise FileFormatError(path, key, "missing image column")
             tables.append((path, table))
 
         tasks = _read_tasks(self.root / "meta")
@@ -166,7 +179,7 @@ class LeRobotDataset(FrameDataset):
             raise ValueError("give image_key (one view) or image_keys (several), not both")
         keys = tuple(visual) if image_keys == "all" else ((image_keys,) if isinstance(image_keys, str) else tuple(image_keys))
         if not keys:
-            raise ValueError(f"{info_path}: field 'features': no image or video feature")
+            raise FileFormatError(info_path, "features", "no image or video feature")
         unknown = [k for k in keys if k not in visual]
         if unknown or len(set(keys)) != len(keys):
             raise ValueError(f"{info_path}: field 'features': image_keys {list(keys)} must be distinct image features; "
@@ -178,7 +191,7 @@ class LeRobotDataset(FrameDataset):
         try:
             return np.asarray(table.column(key).to_pylist(), dtype=np.float32).reshape(table.num_rows, -1)
         except (ValueError, TypeError) as err:
-            raise ValueError(f"{path}: field {key!r}: expected a fixed-length number vector per row ({err})") from None
+            raise FileFormatError(path, key, f"expected a fixed-length number vector per row ({err})") from None
 
     @property
     def statistics(self) -> dict:
@@ -190,21 +203,28 @@ class LeRobotDataset(FrameDataset):
         key = key or self.image_key
         if name in cache:
             return cache[name]
+        info_path = self.root / "meta" / "info.json"
         template = self.info.get("video_path")
-        if not template or "{episode_index" not in template:
-            raise ValueError(
-                f"{self.root}: feature {key!r} is stored as video in a layout this loader cannot read "
+        if not isinstance(template, str) or "{episode_index" not in template:
+            raise FileFormatError(
+                info_path, "video_path", f"feature {key!r} is stored as video in a layout this loader cannot read "
                 "(only per-episode video files of LeRobot v2.x are supported); convert it to image features"
             )
-        chunk = episode // int(self.info.get("chunks_size", 1000))
-        path = self.root / template.format(episode_chunk=chunk, video_key=key, episode_index=episode)
+        chunks_size = self.info.get("chunks_size", 1000)
+        if not isinstance(chunks_size, int) or isinstance(chunks_size, bool) or chunks_size < 1:
+            raise FileFormatError(info_path, "chunks_size", f"expected a positive integer, got {chunks_size!r}")
+        try:
+            path = self.root / template.format(episode_chunk=episode // chunks_size, video_key=key, episode_index=episode)
+        except (KeyError, IndexError, ValueError, AttributeError) as err:
+            raise FileFormatError(info_path, "video_path", f"expected a template with {{episode_chunk}}, {{video_key}} "
+                                  f"and {{episode_index}}, got {template!r} ({type(err).__name__}: {err})") from None
         try:
             import imageio.v3 as iio
 
             frames = np.asarray(iio.imread(path, plugin="pyav"))
         except Exception as err:  # missing backend, missing file or undecodable stream
-            raise ValueError(
-                f"{path}: cannot decode video feature {key!r} ({type(err).__name__}: {err}); "
+            raise FileFormatError(
+                path, key, f"cannot decode video feature {key!r} ({type(err).__name__}: {err}); "
                 "install PyAV (`pip install av`) or store the images in the Parquet files"
             ) from None
         cache[name] = frames[..., :3].astype(np.uint8)
@@ -227,11 +247,14 @@ class LeRobotDataset(FrameDataset):
 
     def _decode_cell(self, i: int, cell, key: str) -> np.ndarray:
         data = cell.get("bytes") if isinstance(cell, dict) else cell
-        if data is None and isinstance(cell, dict) and cell.get("path"):
+        if data is None and isinstance(cell, dict) and isinstance(cell.get("path"), str) and cell["path"]:
             data = (self.root / cell["path"]).read_bytes()
         if data is None:
-            raise ValueError(f"{self.root}: frame {i}: field {key!r}: no image bytes")
-        from PIL import Image
+            raise FileFormatError(self.root, key, f"frame {i}: no image bytes")
+        from PIL import Image, UnidentifiedImageError
 
-        with Image.open(io.BytesIO(data)) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        except (UnidentifiedImageError, TypeError, OSError) as err:
+            raise FileFormatError(self.root, key, f"frame {i}: expected PNG or JPEG image bytes ({err})") from None

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import torch
 
-from ..files import read_json, save_safetensors_atomic, write_json_atomic
+from ..files import FileFormatError, read_json, save_safetensors_atomic, write_json_atomic
 
 SAFETENSORS_SINGLE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -36,9 +36,10 @@ def weight_files(directory: Path, allow_pickle: bool = False) -> list[Path]:
     """The weight files of a checkpoint folder (safetensors; pickle only when allowed)."""
     index = directory / SAFETENSORS_INDEX
     if index.is_file():
-        weight_map = read_json(index, "safetensors index").get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise ValueError(f"{index} has no 'weight_map'")
+        data = read_json(index, "safetensors index")
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+            raise FileFormatError(index, "weight_map", "missing or malformed; expected {tensor name: shard file name}")
         files = [directory / name for name in sorted(set(weight_map.values()))]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
@@ -99,9 +100,12 @@ def iter_tensors(path: Path, device: str = "cpu") -> Iterator[tuple[str, torch.T
 
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path}: could not read pickle weights with weights_only=True ({err})") from err
+        raise FileFormatError(path, None, f"could not read pickle weights with weights_only=True ({err})") from err
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise FileFormatError(path, None, f"expected a state dict {{name: tensor}}, got {type(state).__name__}")
+    return state
 
 
 def save_sharded(state_dict: dict[str, torch.Tensor], directory: Path, max_shard_size: int) -> list[str]:

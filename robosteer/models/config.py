@@ -26,6 +26,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.statistics import check_statistics
+from ..files import FileFormatError
+from .config_fields import check_text_config, get_dict, get_int, get_list, get_str, report_unknown, unknown_fields
 from .constants import (
     DINO_MEAN,
     DINO_STD,
@@ -276,46 +279,79 @@ class VLAConfig:
 
     # --- config.json ---------------------------------------------------------------------
     @classmethod
-    def from_hf_dict(cls, d: dict[str, Any]) -> "VLAConfig":
-        """Read an OpenVLA ``config.json`` dict (real checkpoint or robosteer-written)."""
+    def from_hf_dict(cls, d: dict[str, Any], *, source: Any = "config.json", strict: bool = False) -> "VLAConfig":
+        """Read an OpenVLA ``config.json`` dict (real checkpoint or robosteer-written).
+
+        A malformed field is a ``FileFormatError`` naming ``source`` (the file) and the field; fields
+        robosteer does not know are a warning, or with ``strict=True`` an error (config_fields.py).
+        """
+        if not isinstance(d, dict):
+            raise FileFormatError(source, None, f"expected a JSON object (an OpenVLA config), got {type(d).__name__}")
         d = copy.deepcopy(d)
         if d.get("model_type") not in ("openvla", "prismatic"):
-            raise ValueError(f"config.json has model_type {d.get('model_type')!r}; expected 'openvla'")
-        extras = d.pop("robosteer", {}) or {}
-        timm_ids = d.get("timm_model_ids") or _VISION_BACKBONES.get(d.get("vision_backbone_id", ""))
+            raise FileFormatError(source, "model_type", f"expected 'openvla', got {d.get('model_type')!r}")
+        text = check_text_config(d, source)
+        report_unknown(unknown_fields(d, _VISION_BACKBONES), source, strict)
+        extras = get_dict(d, "robosteer", source)
+        d.pop("robosteer", None)
+        timm_ids = d.get("timm_model_ids") or _VISION_BACKBONES.get(get_str(d, "vision_backbone_id", "", source))
         if not timm_ids:
-            raise ValueError(f"config.json names no known vision backbone (vision_backbone_id={d.get('vision_backbone_id')!r})")
-        if not d.get("use_fused_vision_backbone", len(timm_ids) == 2):
+            raise FileFormatError(source, "vision_backbone_id", f"names no known vision backbone (got "
+                                  f"{d.get('vision_backbone_id')!r}; known: {sorted(_VISION_BACKBONES)}) and there "
+                                  "are no timm_model_ids")
+        if not isinstance(timm_ids, (list, tuple)) or not 1 <= len(timm_ids) <= 2 or \
+                not all(isinstance(t, str) for t in timm_ids):
+            raise FileFormatError(source, "timm_model_ids", f"expected a list of one or two timm ids, got {timm_ids!r}")
+        fused = d.get("use_fused_vision_backbone", len(timm_ids) == 2)
+        if not isinstance(fused, bool):
+            raise FileFormatError(source, "use_fused_vision_backbone", f"expected true or false, got {fused!r}")
+        if not fused:
             timm_ids = timm_ids[:1]
-        sizes = d.get("image_sizes") or [224] * len(timm_ids)
-        overrides = d.get("timm_override_kwargs") or [{}] * len(timm_ids)
+        n = len(timm_ids)
+        sizes = get_list(d, "image_sizes", source, length=n, kind=int, what="image sizes") or [224] * n
+        overrides = get_list(d, "timm_override_kwargs", source, length=n, kind=dict, what="objects") or [{}] * n
         if "timm_override_kwargs" not in d and isinstance(d.get("fixture_timm_overrides"), dict):
             # the OpenVLA-OFT reference fixture's form of the same sizes: {timm id: kwargs}
-            overrides = [d["fixture_timm_overrides"].get(tid, {}) for tid in timm_ids]
-        acts = d.get("timm_override_act_layers") or [None] * len(timm_ids)
+            overrides = [get_dict(d["fixture_timm_overrides"], tid, source, field=f"fixture_timm_overrides.{tid}")
+                         for tid in timm_ids]
+        acts = get_list(d, "timm_override_act_layers", source, length=n, kind=(str, type(None)), what="names") or [None] * n
         if any(a not in (None, "gelu") for a in acts):
-            raise ValueError(f"timm_override_act_layers {acts} are not supported (OpenVLA uses exact GELU)")
-        towers = tuple(tower_from_timm(tid, int(sz), ov) for tid, sz, ov in zip(timm_ids, sizes, overrides))
-        arch = d.get("arch_specifier", "no-align+fused-gelu-mlp")
+            raise FileFormatError(source, "timm_override_act_layers", f"expected null or 'gelu' (OpenVLA uses exact "
+                                  f"GELU), got {acts}")
+        try:
+            towers = tuple(tower_from_timm(tid, sz, _checked_overrides(ov, source))
+                           for tid, sz, ov in zip(timm_ids, sizes, overrides))
+        except FileFormatError:
+            raise
+        except ValueError as err:
+            raise FileFormatError(source, "timm_model_ids", f"the vision towers it describes are invalid: {err}") from None
+        arch = get_str(d, "arch_specifier", "no-align+fused-gelu-mlp", source)
         projector = arch.split("+")[-1] if "+" in arch else arch
-        text = d.get("text_config") or {}
         known = {"text_config", "timm_model_ids", "image_sizes", "timm_override_kwargs", "norm_stats", "pad_token_id",
                  "n_action_bins", "image_resize_strategy", "torch_dtype"}
-        return cls(
-            towers=towers,
-            text=text,
-            projector=projector,
-            n_action_bins=int(d.get("n_action_bins", N_ACTION_BINS)),
-            action_vocab_end=int(extras.get("action_vocab_end", LLAMA2_ACTION_VOCAB_END)),
-            pad_token_id=int(d.get("pad_token_id", text.get("pad_token_id", 32000))),
-            prompt_suffix_token_id=extras.get("prompt_suffix_token_id", LLAMA2_PROMPT_SUFFIX_ID),
-            proprio_dim=int(extras.get("proprio_dim", 0)),
-            **{name: extras[name] for name in _OFT_FIELDS if name in extras},
-            resize_strategy=d.get("image_resize_strategy", "resize-naive"),
-            norm_stats=d.get("norm_stats") or {},
-            torch_dtype=str(d.get("torch_dtype", "bfloat16")),
-            hf_extra={k: v for k, v in d.items() if k not in known},
-        )
+        text_pad = get_int(text, "pad_token_id", 32000, source, low=0, field="text_config.pad_token_id", optional=True)
+        try:
+            return cls(
+                towers=towers,
+                text=text,
+                projector=projector,
+                n_action_bins=get_int(d, "n_action_bins", N_ACTION_BINS, source, low=1),
+                action_vocab_end=get_int(extras, "action_vocab_end", LLAMA2_ACTION_VOCAB_END, source, low=1,
+                                         field="robosteer.action_vocab_end"),
+                pad_token_id=get_int(d, "pad_token_id", 32000 if text_pad is None else text_pad, source, low=0),
+                prompt_suffix_token_id=get_int(extras, "prompt_suffix_token_id", LLAMA2_PROMPT_SUFFIX_ID, source, low=0,
+                                               field="robosteer.prompt_suffix_token_id", optional=True),
+                proprio_dim=get_int(extras, "proprio_dim", 0, source, low=0, field="robosteer.proprio_dim"),
+                **{name: extras[name] for name in _OFT_FIELDS if name in extras},
+                resize_strategy=get_str(d, "image_resize_strategy", "resize-naive", source),
+                norm_stats=check_statistics(d.get("norm_stats") or {}, source, "norm_stats"),
+                torch_dtype=get_str(d, "torch_dtype", "bfloat16", source),
+                hf_extra={k: v for k, v in d.items() if k not in known},
+            )
+        except FileFormatError:
+            raise
+        except ValueError as err:
+            raise FileFormatError(source, None, f"does not describe a valid OpenVLA model: {err}") from None
 
     def to_hf_dict(self) -> dict[str, Any]:
         """The ``config.json`` dict, in the layout the original OpenVLA code writes."""
@@ -360,6 +396,19 @@ class VLAConfig:
 
 
 _OFT_FIELDS = ("n_views", "proprio_projector", "action_chunk", "action_head", "action_head_blocks", "normalization")
+
+
+def _checked_overrides(overrides: dict, source: Any) -> dict:
+    """A tower's ``timm_override_kwargs``: integer sizes and a finite positive ``mlp_ratio``."""
+    for key, value in overrides.items():
+        if key == "mlp_ratio":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e6
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**31
+        if not ok:
+            raise FileFormatError(source, f"timm_override_kwargs.{key}", f"expected a size (an integer; mlp_ratio: "
+                                  f"a positive number), got {value!r}")
+    return overrides
 
 
 def _default_timm_id(kind: str) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.statistics import check_statistics
 from ..files import read_json
 from .assets import default_checkpoint_dir
 from .action_heads import ACTION_HEAD_GLOB, PROPRIO_PROJECTOR_GLOB, strip_module_prefix
@@ -47,15 +48,15 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-def _as_config(config_or_path: Any) -> VLAConfig:
+def _as_config(config_or_path: Any, strict: bool = False) -> VLAConfig:
     if isinstance(config_or_path, VLAConfig):
         return config_or_path
     if isinstance(config_or_path, dict):
-        return VLAConfig.from_hf_dict(config_or_path)
+        return VLAConfig.from_hf_dict(config_or_path, source="config dict", strict=strict)
     path = Path(config_or_path)
     if path.is_dir():
         path = path / "config.json"
-    return VLAConfig.from_hf_dict(read_json(path, "model config"))
+    return VLAConfig.from_hf_dict(read_json(path, "model config"), source=path, strict=strict)
 
 
 def _as_dtype(dtype: Any) -> torch.dtype | None:
@@ -67,12 +68,13 @@ def _as_dtype(dtype: Any) -> torch.dtype | None:
 
 
 def build_vla_from_config(config_or_path: Any, device: Any = None, dtype: Any = None, tokenizer: Any = None,
-                          seed: int | None = None) -> OpenVLA:
+                          seed: int | None = None, strict: bool = False) -> OpenVLA:
     """``build_vla_from_config(cfg_or_path, device="meta")`` -> a model with freshly initialised weights.
 
     ``device="meta"`` allocates nothing (for inspecting a 7B layout). ``seed`` makes the random init reproducible.
+    ``strict=True`` refuses config.json fields robosteer does not know (by default they are a warning).
     """
-    cfg = _as_config(config_or_path)
+    cfg = _as_config(config_or_path, strict=strict)
     dtype = _as_dtype(dtype)
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "meta":
@@ -101,23 +103,25 @@ def init_vision_weights(vla: OpenVLA) -> None:
 
 
 def load_vla(path: str | Path, dtype: Any = None, device: Any = None, allow_pickle: bool = False,
-             load_tokenizer: bool = True, overrides: dict[str, Any] | None = None) -> OpenVLA:
+             load_tokenizer: bool = True, overrides: dict[str, Any] | None = None, strict: bool = False) -> OpenVLA:
     """``load_vla("path/to/checkpoint")`` -> ``OpenVLA`` with the checkpoint's weights.
 
     ``path`` is a local HF-format OpenVLA folder (``config.json`` + safetensors, optional
     ``dataset_statistics.json`` and tokenizer files), or ``"default"`` for robosteer's own small
     Franka policy. ``dtype=None`` keeps the stored dtype. Nothing is downloaded. ``overrides`` changes
     config fields before the model is built (an OpenVLA-OFT folder's ``action_chunk`` and ``n_views``).
+    Malformed files raise ``FileFormatError`` naming the file and the field; ``strict=True`` also refuses
+    ``config.json`` fields robosteer does not know (misspelt ones), which by default are only a warning.
     """
     if str(path) == "default":
         path = default_checkpoint_dir()
     directory = Path(path)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint folder not found: {directory} (robosteer loads local folders only)")
-    cfg = _as_config(directory)
+    cfg = _as_config(directory, strict=strict)
     stats_path = directory / "dataset_statistics.json"
     if stats_path.is_file():
-        stats = read_json(stats_path, "dataset statistics")
+        stats = check_statistics(read_json(stats_path, "dataset statistics"), stats_path)
         if stats != cfg.norm_stats:
             cfg = cfg.replace(norm_stats=stats)
     extra_files = oft_head_files(directory, allow_pickle)

@@ -31,6 +31,7 @@ class ImageProcessor:
     sizes: tuple[int, ...]
     means: tuple[tuple[float, float, float], ...]
     stds: tuple[tuple[float, float, float], ...]
+    min_size: int = 1  # smallest accepted image side: one patch of the towers (a smaller image holds no patch)
 
     def __post_init__(self) -> None:
         if not (len(self.sizes) == len(self.means) == len(self.stds)) or not self.sizes:
@@ -39,11 +40,17 @@ class ImageProcessor:
     @classmethod
     def from_config(cls, cfg: VLAConfig) -> "ImageProcessor":
         return cls(tuple(t.image_size for t in cfg.towers), tuple(t.mean for t in cfg.towers),
-                   tuple(t.std for t in cfg.towers))
+                   tuple(t.std for t in cfg.towers), min_size=max(t.patch_size for t in cfg.towers))
 
     def __call__(self, images: Any) -> torch.Tensor:
         """``proc(image_or_list)`` -> ``(B, 3 * n_towers, S, S)`` float32."""
         batch = [_to_pil(img, i) for i, img in enumerate(_as_list(images))]
+        for i, img in enumerate(batch):
+            if min(img.size) < self.min_size:
+                width, height = img.size
+                raise ValueError(f"image {i}: {height}x{width} pixels is smaller than one {self.min_size}x{self.min_size} "
+                                 f"patch; expected an (H, W, 3) image with H, W >= {self.min_size} (it is resized to "
+                                 f"{self.sizes[0]}x{self.sizes[0]})")
         return torch.stack([self._one(img) for img in batch])
 
     def _one(self, img: Image.Image) -> torch.Tensor:

@@ -247,13 +247,20 @@ class OpenVLA(HookedModelMixin, nn.Module):
     def normalize_proprio(self, proprio: Any, unnorm_key: str | None = None) -> torch.Tensor:
         """Raw proprio (B, P) -> [-1, 1] with the dataset's q01/q99 (all dims; OFT's rule and mask when set)."""
         stats = dict(self.norm_stats(unnorm_key)["proprio"])
+        try:
+            arr = np.atleast_2d(np.asarray(proprio.detach().cpu().numpy() if isinstance(proprio, torch.Tensor)
+                                           else proprio, dtype=np.float64))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"proprio must be numbers, (P,) or (B, P); got {type(proprio).__name__} ({err})") from None
+        expected = self.config.proprio_dim or len(stats["q01"])
+        if arr.ndim != 2 or arr.shape[1] != expected or len(stats["q01"]) != expected:
+            raise ValueError(f"proprio must have shape ({expected},) or (B, {expected}): this model's proprio_dim is "
+                             f"{self.config.proprio_dim} and its norm_stats proprio has {len(stats['q01'])} dims; "
+                             f"got shape {tuple(np.shape(proprio))}")
         if self.config.normalization != "openvla":
-            arr = proprio.detach().cpu().numpy() if isinstance(proprio, torch.Tensor) else proprio
-            normalized = oft_normalize(np.atleast_2d(np.asarray(arr, dtype=np.float64)), stats, self.config.normalization)
-            return torch.as_tensor(normalized, dtype=torch.float32)
+            return torch.as_tensor(oft_normalize(arr, stats, self.config.normalization), dtype=torch.float32)
         stats["mask"] = [True] * len(stats["q01"])
-        arr = np.asarray(proprio.detach().cpu().numpy() if isinstance(proprio, torch.Tensor) else proprio, dtype=np.float64)
-        return torch.as_tensor(normalize(np.atleast_2d(arr), stats), dtype=torch.float32)
+        return torch.as_tensor(normalize(arr, stats), dtype=torch.float32)
 
     # --- forward --------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
@@ -274,6 +281,9 @@ class OpenVLA(HookedModelMixin, nn.Module):
         if self.config.proprio_dim:
             if proprio is None:
                 raise ValueError(f"this model takes a proprio input of {self.config.proprio_dim} dims (normalised)")
+            if proprio.numel() != text.shape[0] * self.config.proprio_dim:
+                raise ValueError(f"proprio must be normalised (B, {self.config.proprio_dim}) with B = {text.shape[0]}, "
+                                 f"got shape {tuple(proprio.shape)}")
             parts.append(self.proprio_projector(proprio.to(text.dtype).reshape(text.shape[0], 1, -1)))
         parts.append(text[:, 1:])
         embeds = torch.cat(parts, dim=1)

@@ -33,9 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..masks import HeadMask
-from ..files import atomic_directory, read_json, save_safetensors_atomic, write_json_atomic
-from ..sites import HeadLayout
+from ..masks import FORMAT, FORMAT_VERSION as MASK_VERSION, HeadMask
+from ..files import FileFormatError, atomic_directory, read_json, save_safetensors_atomic, write_json_atomic
 from .head_deltas import HeadDeltas
 
 log = logging.getLogger(__name__)
@@ -60,8 +59,20 @@ def check_fingerprint(vla: nn.Module, expected: str, source: str | Path) -> None
     """Refuse a base model whose ``fingerprint()`` differs from the one an adapter was trained on."""
     found = vla.fingerprint()
     if found != expected:
-        raise ValueError(f"{source} was trained on base model {expected}, but this model's fingerprint is {found}; "
-                         "load it onto the same base policy it was finetuned from")
+        raise FileFormatError(source, "base_fingerprint", f"the adapter was trained on base model {expected}, but this "
+                              f"model's fingerprint is {found}; load it onto the same base policy it was finetuned from")
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of an adapter's safetensors file; ``FileFormatError`` for a missing, truncated or foreign file."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"adapter tensors not found: {path}")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own SafetensorError for a bad header or a pickle
+        raise FileFormatError(path, None, f"not a readable safetensors file ({type(err).__name__}: {err})") from None
 
 
 def save_heads_adapter(deltas: HeadDeltas, directory: str | Path, strategy: str = "heads") -> Path:
@@ -83,11 +94,23 @@ def save_heads_adapter(deltas: HeadDeltas, directory: str | Path, strategy: str 
 
 
 def read_heads_adapter_meta(directory: str | Path) -> dict[str, Any]:
-    """The ``adapter.json`` of a heads adapter, checked for format and version."""
-    meta = read_json(Path(directory) / HEADS_META, "heads adapter metadata")
+    """The ``adapter.json`` of a heads adapter, checked for format, version and the fields loading reads."""
+    path = Path(directory) / HEADS_META
+    meta = read_json(path, "heads adapter metadata")
+    if not isinstance(meta, dict):
+        raise FileFormatError(path, None, f"expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != HEADS_FORMAT or meta.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{directory} is not a {HEADS_FORMAT} v{FORMAT_VERSION} adapter "
-                         f"(format={meta.get('format')!r}, version={meta.get('version')!r})")
+        raise FileFormatError(path, "format", f"expected a {HEADS_FORMAT} v{FORMAT_VERSION} adapter, got "
+                              f"format={meta.get('format')!r}, version={meta.get('version')!r}")
+    heads = meta.get("heads")
+    for key, ok, expected in (
+            ("base_fingerprint", isinstance(meta.get("base_fingerprint"), str), "a string (vla.fingerprint())"),
+            ("heads", isinstance(heads, list) and bool(heads) and all(isinstance(h, str) for h in heads),
+             "a non-empty list of head names like 'llm.L3H1'"),
+            ("kv", isinstance(meta.get("kv"), bool), "true or false"),
+            ("strategy", isinstance(meta.get("strategy", ""), str), "a string")):
+        if not ok:
+            raise FileFormatError(path, key, f"expected {expected}, got {meta.get(key)!r:.80}")
     return meta
 
 
@@ -96,17 +119,20 @@ def load_heads_adapter(vla: nn.Module, directory: str | Path, merge: bool = Fals
 
     ``vla`` must be the base model the adapter was trained on (checked by fingerprint).
     """
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     meta = read_heads_adapter_meta(directory)
-    check_fingerprint(vla, meta["base_fingerprint"], directory)
-    layout = HeadLayout(meta["layout"])
-    if layout != vla.head_layout:
-        raise ValueError(f"{directory} is for layout {layout.to_dict()}, the model has {vla.head_layout.to_dict()}")
-    mask = HeadMask.from_heads(meta["heads"], layout, method=meta.get("strategy", ""))
-    deltas = HeadDeltas.attach(vla, mask, kv=bool(meta["kv"]))
-    deltas.load_state_dict(load_file(str(directory / HEADS_TENSORS)))
+    check_fingerprint(vla, meta["base_fingerprint"], directory / HEADS_META)
+    mask = HeadMask._from_fields({"format": FORMAT, "version": MASK_VERSION, "layout": meta.get("layout"),
+                                  "heads": meta["heads"], "method": meta.get("strategy", "")},
+                                 vla.head_layout, str(directory / HEADS_META))
+    tensors = _read_tensors(directory / HEADS_TENSORS)
+    deltas = HeadDeltas.attach(vla, mask, kv=meta["kv"])
+    try:
+        deltas.load_state_dict(tensors)
+    except ValueError as err:
+        deltas.remove()  # leave the model as it was
+        raise FileFormatError(directory / HEADS_TENSORS, None, f"{err}; expected the tensors of the heads that "
+                              f"{HEADS_META} lists") from None
     if merge:
         deltas.merge()
     return deltas
@@ -134,19 +160,27 @@ def load_lora_adapter(vla: nn.Module, directory: str | Path, merge: bool = False
     """``load_lora_adapter(vla, "out/lora")``: inject the saved LoRA into ``vla`` (checked by fingerprint)."""
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
     from peft.tuners.tuners_utils import BaseTunerLayer
-    from safetensors.torch import load_file
 
     directory = Path(directory)
     meta = read_json(directory / LORA_META, "LoRA adapter metadata")
-    if meta.get("format") != LORA_FORMAT:
-        raise ValueError(f"{directory} is not a robosteer LoRA adapter (format={meta.get('format')!r})")
-    check_fingerprint(vla, meta["base_fingerprint"], directory)
+    if not isinstance(meta, dict) or meta.get("format") != LORA_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise FileFormatError(directory / LORA_META, "format", f"expected a robosteer LoRA adapter ({LORA_FORMAT!r}), "
+                              f"got format={found!r}")
+    if not isinstance(meta.get("base_fingerprint"), str):
+        raise FileFormatError(directory / LORA_META, "base_fingerprint", f"expected a string, got "
+                              f"{meta.get('base_fingerprint')!r:.80}")
+    check_fingerprint(vla, meta["base_fingerprint"], directory / LORA_META)
+    state = {k.removeprefix(PEFT_PREFIX): v for k, v in _read_tensors(directory / LORA_TENSORS).items()}
     config = LoraConfig.from_pretrained(str(directory))
     inject_adapter_in_model(config, vla)
-    state = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(str(directory / LORA_TENSORS)).items()}
-    result = set_peft_model_state_dict(vla, state)
+    try:
+        result = set_peft_model_state_dict(vla, state)
+    except RuntimeError as err:  # torch's load_state_dict: a tensor of the wrong shape
+        raise FileFormatError(directory / LORA_TENSORS, None, f"LoRA tensors do not fit adapter_config.json ({err})") from None
     if getattr(result, "unexpected_keys", None):
-        raise ValueError(f"{directory}: LoRA tensors that fit no module: {result.unexpected_keys[:6]}")
+        raise FileFormatError(directory / LORA_TENSORS, None, f"LoRA tensors that fit no module: "
+                              f"{result.unexpected_keys[:6]}")
     if merge:
         with torch.no_grad():
             for module in vla.modules():
