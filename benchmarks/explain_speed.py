@@ -14,7 +14,6 @@ condition makes (counted by a forward pre-hook on the model and on its LLM and b
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import time
 
@@ -22,40 +21,13 @@ import numpy as np
 import torch
 
 import robosteer
+from robosteer.explanation.counting import counting
 from robosteer.masks import HeadMask
 from robosteer.models.default import default_config
 from robosteer.models.loading import build_vla_from_config
 from robosteer.models.tiny import default_norm_stats
 
 TEXT = "pick up the red cube"
-
-
-@contextlib.contextmanager
-def counting(*models):
-    """``{"forward": full-model forwards, "llm": LLM calls, "backward": autograd.grad / backward calls}``, summed
-    over ``models``."""
-    counts = {"forward": 0, "llm": 0, "backward": 0}
-    grad, backward = torch.autograd.grad, torch.autograd.backward
-
-    def bump(key):
-        def hook(*_):
-            counts[key] += 1
-        return hook
-
-    def counted(fn):
-        def wrapper(*args, **kwargs):
-            counts["backward"] += 1
-            return fn(*args, **kwargs)
-        return wrapper
-    handles = [h for vla in models for h in (vla.register_forward_pre_hook(bump("forward")),
-                                             vla.language_model.register_forward_pre_hook(bump("llm")))]
-    torch.autograd.grad, torch.autograd.backward = counted(grad), counted(backward)
-    try:
-        yield counts
-    finally:
-        torch.autograd.grad, torch.autograd.backward = grad, backward
-        for handle in handles:
-            handle.remove()
 
 
 def adapted_copy(vla):

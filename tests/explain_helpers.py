@@ -3,12 +3,12 @@ robosteer.explanation), adapted copies of a model, and a counter of forward and 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import numpy as np
 import torch
 
+from robosteer.explanation.counting import counting
 from robosteer.masks import HeadMask
 from robosteer.models.action_heads import with_action_slots
 
@@ -126,28 +126,3 @@ def lora_adapted(base):
     return adapted.eval()
 
 
-@contextlib.contextmanager
-def counting(*models):
-    """Counts full-model forwards, LLM calls (the prefix pass and each cached step) and backward calls."""
-    counts = {"forward": 0, "llm": 0, "backward": 0}
-    grad, backward = torch.autograd.grad, torch.autograd.backward
-
-    def bump(key):
-        def hook(*_):
-            counts[key] += 1
-        return hook
-
-    def counted(fn):
-        def wrapper(*args, **kwargs):
-            counts["backward"] += 1
-            return fn(*args, **kwargs)
-        return wrapper
-    handles = [h for vla in models for h in (vla.register_forward_pre_hook(bump("forward")),
-                                             vla.language_model.register_forward_pre_hook(bump("llm")))]
-    torch.autograd.grad, torch.autograd.backward = counted(grad), counted(backward)
-    try:
-        yield counts
-    finally:
-        torch.autograd.grad, torch.autograd.backward = grad, backward
-        for handle in handles:
-            handle.remove()

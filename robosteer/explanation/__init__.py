@@ -5,7 +5,7 @@ patching or adapting them changes (issue #21).
 - ``record.py``: the hooked pass that records heads, residual stream and attention at the action positions;
 - ``readout.py``: the frozen-norm readout, its one backward, each head's share of the output projection;
 - ``result.py``: the frozen ``Explanation`` and its pandas views; ``attention.py``: its attention maps;
-- ``figures.py``: its plotly figures.
+- ``figures.py``: its plotly figures; ``counting.py``: exact counts of forwards and backwards, for cost checks.
 
 Usage::
 
@@ -25,6 +25,7 @@ _EXPORTS = {
     "Intervention": "robosteer.explanation.result",
     "BaseComparison": "robosteer.explanation.result",
     "AttentionMaps": "robosteer.explanation.attention",
+    "counting": "robosteer.explanation.counting",
 }
 
 __all__ = sorted(_EXPORTS)
