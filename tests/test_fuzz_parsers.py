@@ -298,6 +298,14 @@ def test_lerobot_meta(lerobot_root, data):
 
 
 # --- adapters: heads adapter (adapter.json + adapter.safetensors), LoRA (robosteer.json + tensors) ---
+def damage_adapter(data, saved, folder, meta_name: str, tensors_name: str) -> None:
+    """Write into ``folder`` the adapter ``saved`` with its JSON, its tensors or both damaged."""
+    meta, tensors = json.loads((saved / meta_name).read_text()), (saved / tensors_name).read_bytes()
+    what = data.draw(st.sampled_from(["meta", "tensors", "both"]))
+    write(folder / meta_name, data.draw(documents(meta)) if what != "tensors" else meta)
+    (folder / tensors_name).write_bytes(data.draw(damaged_bytes(tensors)) if what != "meta" else tensors)
+
+
 @pytest.fixture(scope="module")
 def adapter(work):
     from robosteer.models.tiny import tiny_vla
@@ -320,10 +328,7 @@ def test_heads_adapter(adapter, data):
     vla, saved = adapter
     folder = saved.parent / "fuzzed_adapter"
     folder.mkdir(exist_ok=True)
-    meta, tensors = json.loads((saved / HEADS_META).read_text()), (saved / HEADS_TENSORS).read_bytes()
-    what = data.draw(st.sampled_from(["meta", "tensors", "both"]))
-    write(folder / HEADS_META, data.draw(documents(meta)) if what != "tensors" else meta)
-    (folder / HEADS_TENSORS).write_bytes(data.draw(damaged_bytes(tensors)) if what != "meta" else tensors)
+    damage_adapter(data, saved, folder, HEADS_META, HEADS_TENSORS)
     deltas = parses_or_clear_error(lambda: load_heads_adapter(vla, folder), folder / HEADS_META)
     if deltas is not None:
         deltas.remove()
@@ -359,9 +364,6 @@ def test_lora_adapter(lora, data):
     base, saved = lora
     folder = saved.parent / "fuzzed_lora"
     shutil.copytree(saved, folder, dirs_exist_ok=True)
-    meta, tensors = json.loads((saved / LORA_META).read_text()), (saved / LORA_TENSORS).read_bytes()
-    what = data.draw(st.sampled_from(["meta", "tensors", "both"]))
-    write(folder / LORA_META, data.draw(documents(meta)) if what != "tensors" else meta)
-    (folder / LORA_TENSORS).write_bytes(data.draw(damaged_bytes(tensors)) if what != "meta" else tensors)
+    damage_adapter(data, saved, folder, LORA_META, LORA_TENSORS)
     vla = parses_or_clear_error(lambda: load_lora_adapter(copy.deepcopy(base), folder), folder / LORA_META)
     assert vla is None or hasattr(vla, "peft_config")
