@@ -14,9 +14,10 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
 
-# EGL + Mesa for headless MuJoCo rendering on the CPU.
+# EGL + Mesa for headless MuJoCo rendering on the CPU; Chromium for the browser tests.
 need_apt=()
-for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libglib2.0-0; do
+# chromium: the headless browser the viewer and figure tests open (tests/test_browser.py)
+for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libglib2.0-0 chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if (( ${#need_apt[@]} )); then

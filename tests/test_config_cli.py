@@ -193,3 +193,25 @@ def test_pretrain_config_derives_the_one_train_config_it_runs():
         PretrainConfig(out_dir="o", steps=100)
     with pytest.raises(ValueError, match=r"TrainConfig\.augment_shift must be an int >= 0"):
         PretrainConfig(out_dir="o", augment_shift=-1)
+
+
+def test_pretrain_init_from_copies_a_policy_of_the_same_shape_and_refuses_another():
+    """--init-from starts from a policy's weights (the run keeps its own action statistics); a policy of
+    another shape is refused with the differing config fields named."""
+    import torch
+
+    import robosteer
+    from robosteer.app.pretrain import _load_initial_weights
+    from robosteer.models.default import default_config
+    from robosteer.models.loading import build_vla_from_config
+
+    start = robosteer.load_vla("default")
+    stats = {"robosteer_sim": start.config.norm_stats["robosteer_sim"]}
+    cfg, tok = default_config(stats)
+    vla = build_vla_from_config(cfg, tokenizer=tok, seed=7)
+    assert not torch.equal(vla.state_dict()["projector.fc1.weight"], start.state_dict()["projector.fc1.weight"])
+    _load_initial_weights(vla, "default")
+    assert all(torch.equal(v, start.state_dict()[k]) for k, v in vla.state_dict().items())
+    other = build_vla_from_config(cfg.replace(n_views=2), tokenizer=tok, seed=7)
+    with pytest.raises(ValueError, match=r"init_from='default'.*differs from this run's in \['n_views'\]"):
+        _load_initial_weights(other, "default")

@@ -153,6 +153,7 @@ def test_single_camera_collection_is_unchanged(tmp_path):
     collect(CollectConfig(tasks=("lift/base",), episodes=1), tmp_path)
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert "cameras" not in meta and "cameras" not in meta["collect_config"]
+    assert "counterfactual" not in meta["collect_config"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["dataset_statistics.json", "episodes.parquet", "images", "meta.json", "steps.parquet"])
     ds = DemoDataset(tmp_path)

@@ -178,3 +178,59 @@ def test_the_simulator_runs_the_policy_factory_it_is_given(tmp_path):
     assert [e.__dict__ for e in expert["lift/base"].episodes] == [e.__dict__ for e in by_name["lift/base"].episodes]
     spec = json.loads(write_policy_file(tmp_path / "policy.json", base="default").read_text())
     assert spec == {"format": "robosteer.policy", "base": "default", "adapter": None}  # the file format of 3fd4d93
+
+
+@pytest.mark.parametrize("task", ["lift/base", "place/base", "push/base"])
+def test_a_counterfactual_scene_is_the_same_scene_with_the_other_cube_named(env, task):
+    """Same objects, poses, light, camera and start; the target and a same-shaped distractor exchange roles,
+    the instruction names the other colour, and the expert (reading roles) moves the other cube and succeeds."""
+    from robosteer.sim.rollout import run_episode
+    from robosteer.sim.scene import counterfactual_scene
+
+    scene = sample_scene(task, 4)
+    other = counterfactual_scene(scene)
+    target, named = scene.object("target"), other.object("target")
+    assert named.color != target.color and named.xy == scene.object("distractor").xy
+    assert other.object("distractor").xy == target.xy and other.objects[0] is named  # the target stays first
+    assert other.instruction == scene.instruction.replace(target.color, named.color) != scene.instruction
+    assert sorted((o.xy, o.color) for o in other.objects) == sorted((o.xy, o.color) for o in scene.objects)
+    assert np.array_equal(env.reset_scene(scene).image, env.reset_scene(other).image)  # the same first image
+    plain = run_episode(env, task, 4, ScriptedExpert(), record=True, start_jitter=0.1)
+    swapped = run_episode(env, task, 4, ScriptedExpert(), record=True, start_jitter=0.1, counterfactual=True)
+    assert plain.success and swapped.success and swapped.instruction == other.instruction
+    assert np.array_equal(plain.proprio[0], swapped.proprio[0])  # same jittered start
+    assert not np.allclose(plain.states[0], swapped.states[0])  # the privileged target is the other cube
+    assert np.abs(plain.actions[:10] - swapped.actions[:10]).max() > 0.2  # and the expert heads elsewhere
+
+
+def test_a_scene_without_a_twin_shaped_distractor_has_no_counterfactual():
+    from dataclasses import replace
+
+    from robosteer.sim.scene import counterfactual_scene
+
+    scene = sample_scene("lift/base", 0)
+    lone = replace(scene, objects=tuple(o for o in scene.objects if o.role != "distractor"))
+    with pytest.raises(ValueError, match="no distractor shaped like the target"):
+        counterfactual_scene(lone)
+    with pytest.raises(ValueError, match="exactly once"):
+        counterfactual_scene(replace(scene, instruction="lift it"))
+
+
+def test_a_counterfactual_collection_records_the_same_seeds_with_the_other_cube_named(tmp_path):
+    import json
+
+    from robosteer.data.dataset import DemoDataset
+    from robosteer.sim.collect import CollectConfig, collect
+
+    collect(CollectConfig(tasks=("lift/base",), episodes=1), tmp_path / "plain")
+    collect(CollectConfig(tasks=("lift/base",), episodes=1, counterfactual=True), tmp_path / "swapped")
+    plain, swapped = DemoDataset(tmp_path / "plain"), DemoDataset(tmp_path / "swapped")
+    assert json.loads((tmp_path / "swapped" / "meta.json").read_text())["collect_config"]["counterfactual"] is True
+    assert np.array_equal(plain[0].image, swapped[0].image)
+    assert plain[0].instruction != swapped[0].instruction == counterfactual_instruction("lift/base", 0)
+
+
+def counterfactual_instruction(task, seed):
+    from robosteer.sim.scene import counterfactual_scene
+
+    return counterfactual_scene(sample_scene(task, seed)).instruction

@@ -60,6 +60,12 @@ class PretrainConfig:
     start_jitter: float = field(default=0.0, metadata={
         "help": "random start offset of the gripper in metres before each recorded episode (0: the fixed start); "
                 "against the copycat shortcut of reading the step from proprio"})
+    counterfactual: bool = field(default=False, metadata={"help":
+        "also record every clean scene with its distractor named instead of the target (demos/counterfactual/): "
+        "the same images under two instructions, so only the colour word tells the trajectories apart"})
+    init_from: str | None = field(default=None, metadata={"help":
+        "start from this policy folder's weights instead of a random initialisation (same model shape; the "
+        "action statistics are this run's)"})
     image_size: int = field(default=64, metadata={"help": "square agentview image side in pixels"})
     workers: int = field(default=2, metadata={"help": "collection processes"})
     steps: int = field(default=5000, metadata={
@@ -136,7 +142,8 @@ class PretrainConfig:
                            **{name: getattr(self, name) for name in TRAINING_FIELDS})
 
 
-def _collect(tasks, episodes: int, seed: int, noise: float, out: Path, config: PretrainConfig):
+def _collect(tasks, episodes: int, seed: int, noise: float, out: Path, config: PretrainConfig,
+             counterfactual: bool = False):
     from robosteer.sim.collect import CollectConfig, collect
     from robosteer.data.dataset import DemoDataset
 
@@ -145,9 +152,25 @@ def _collect(tasks, episodes: int, seed: int, noise: float, out: Path, config: P
         return DemoDataset(out)
     report = collect(CollectConfig(tasks=tuple(str(t) for t in tasks), episodes=episodes, seed=seed,
                                    workers=config.workers, image_size=config.image_size, action_noise=noise,
-                                   cameras=config.cameras, start_jitter=config.start_jitter), out)
+                                   cameras=config.cameras, start_jitter=config.start_jitter,
+                                   counterfactual=counterfactual), out)
     log.info("collected %s:\n%s", out, report.summary())
     return DemoDataset(out)
+
+
+def _load_initial_weights(vla, path: str) -> None:
+    """Copy the weights of the policy in ``path`` into ``vla`` (built for this run: same shape, new statistics)."""
+    from robosteer.models.loading import load_vla
+
+    start = load_vla(path, load_tokenizer=False)
+    theirs, ours = start.config.replace(norm_stats=vla.config.norm_stats), vla.config
+    differ = [k for k in ours.__dataclass_fields__ if k != "torch_dtype" and getattr(theirs, k) != getattr(ours, k)]
+    if differ:
+        raise ValueError(f"PretrainConfig.init_from={path!r}: that policy's shape differs from this run's in "
+                         f"{differ} (config.json there: {[getattr(theirs, k) for k in differ]}, here: "
+                         f"{[getattr(ours, k) for k in differ]})")
+    vla.load_state_dict(start.state_dict())
+    log.info("initial weights from %s", path)
 
 
 def pretraining_data(config: PretrainConfig):
@@ -160,6 +183,8 @@ def pretraining_data(config: PretrainConfig):
     parts = [_collect(tasks, config.episodes, 0, 0.0, root / "clean", config)]
     if config.noisy_episodes:
         parts.append(_collect(tasks, config.noisy_episodes, config.episodes, config.action_noise, root / "noisy", config))
+    if config.counterfactual:  # the clean seeds again, each with the other cube named
+        parts.append(_collect(tasks, config.episodes, 0, 0.0, root / "counterfactual", config, counterfactual=True))
     return ConcatFrames(parts)
 
 
@@ -191,6 +216,8 @@ def pretrain(config: PretrainConfig) -> Path:
     if config.model_changes():
         cfg = cfg.replace(**config.model_changes())  # VLAConfig validates them (e.g. a chunk needs the L1 head)
     vla = build_vla_from_config(cfg, tokenizer=tok, seed=config.seed)
+    if config.init_from:
+        _load_initial_weights(vla, config.init_from)
     if config.action_chunk > 1:  # each frame's next K actions
         from robosteer.data.chunks import ActionChunks
 

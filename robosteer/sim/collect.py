@@ -72,19 +72,20 @@ def _policy_name(policy_factory) -> str:
     return str(getattr(policy_factory, "name", None) or getattr(policy_factory, "__name__", "policy"))
 
 
-def _run_job(job: tuple[str, int, bool, float, float]) -> Episode:
-    task, seed, record, noise, jitter = job
-    return run_episode(_WORKER_ENV, task, seed, _WORKER_POLICY, record=record, action_noise=noise, start_jitter=jitter)
+def _run_job(job: tuple[str, int, bool, float, float, bool]) -> Episode:
+    task, seed, record, noise, jitter, counterfactual = job
+    return run_episode(_WORKER_ENV, task, seed, _WORKER_POLICY, record=record, action_noise=noise, start_jitter=jitter,
+                       counterfactual=counterfactual)
 
 
 def run_expert_episodes(
     jobs: list[tuple[str, int]], config: SimConfig, *, workers: int = 1, record: bool = False,
     action_noise: float = 0.0, progress: bool = True, desc: str = "expert",
-    policy_factory: PolicyFactory = ScriptedExpert, start_jitter: float = 0.0,
+    policy_factory: PolicyFactory = ScriptedExpert, start_jitter: float = 0.0, counterfactual: bool = False,
 ) -> Iterator[Episode]:  # fmt: skip
     """Run the policy ``policy_factory()`` makes (one per worker) on (task, seed) jobs, in job order."""
     _check_factory(policy_factory)
-    full = [(str(task), int(seed), record, action_noise, start_jitter) for task, seed in jobs]
+    full = [(str(task), int(seed), record, action_noise, start_jitter, counterfactual) for task, seed in jobs]
     bar = tqdm(total=len(full), desc=desc, disable=not progress)
     if workers == 1:
         _init_worker(config, policy_factory)
@@ -119,7 +120,7 @@ def collect(config: CollectConfig, out_dir) -> CollectReport:
                         cameras=sim.cameras if len(sim.cameras) > 1 else None)
     episodes = run_expert_episodes(
         jobs, sim, workers=config.workers, record=True, action_noise=config.action_noise, desc="collect",
-        start_jitter=config.start_jitter,
+        start_jitter=config.start_jitter, counterfactual=config.counterfactual,
     )
     for ep in episodes:
         _record(report.results, ep)

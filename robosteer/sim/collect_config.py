@@ -31,6 +31,9 @@ class CollectConfig:
     start_jitter: float = field(default=0.0, metadata={
         "help": "before recording, move the arm up to this many metres from its start pose along x and y (half along "
                 "z), so the start position says nothing about where the object is (0: off)"})
+    counterfactual: bool = field(default=False, metadata={"help":
+        "record each seeded scene with its distractor named instead of the target (same scene, the other cube in "
+        "the instruction): paired with a plain collection of the same seeds, only the colour word tells them apart"})
     keep_failures: bool = field(default=False, metadata={"help": "also save episodes where the expert failed"})
     cameras: tuple[str, ...] | None = field(default=None, metadata={"choices": VIEWS, "help":
         "views to record, main first: agentview,wrist adds images_wrist/ (default: the agentview alone)"})
@@ -63,4 +66,6 @@ class CollectConfig:
             del values["cameras"]  # single-camera folders stay as they were before cameras existed
         if not values["start_jitter"]:
             del values["start_jitter"]  # likewise for folders recorded from the standard start
+        if not values["counterfactual"]:
+            del values["counterfactual"]  # and for folders of the scenes as sampled
         return values

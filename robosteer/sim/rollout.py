@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .expert import privileged_state
+from .scene import counterfactual_scene, sample_scene
 from .tasks import Task, get_family
 
 
@@ -80,6 +81,7 @@ def run_episode(
     action_noise: float = 0.0,
     frames: list | None = None,
     start_jitter: float = 0.0,
+    counterfactual: bool = False,
 ) -> Episode:
     """``run_episode(env, "lift/base", 0, policy)``: reset to the seeded instance and roll out.
 
@@ -89,10 +91,15 @@ def run_episode(
     the recorded action stays the policy's. With ``start_jitter`` > 0 the arm first moves
     (unrecorded, outside the horizon) to a seeded random offset of up to that many metres in x
     and y and half that in z from its start pose. ``frames``, if given, receives every image
-    including the last one (for videos; with several cameras, the views side by side).
+    including the last one (for videos; with several cameras, the views side by side). With
+    ``counterfactual`` the seeded scene is run with its distractor named instead of the target
+    (``scene.counterfactual_scene``): same images at the start, another instruction and trajectory.
     """
     task = Task.parse(task)
-    obs = env.reset_task(task, seed)
+    if counterfactual:
+        obs = env.reset_scene(counterfactual_scene(sample_scene(task, seed)))
+    else:
+        obs = env.reset_task(task, seed)
     horizon = horizon or get_family(task.family).horizon
     if hasattr(policy, "attach"):
         policy.attach(env)

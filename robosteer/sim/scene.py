@@ -14,7 +14,7 @@ the image.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -281,4 +281,30 @@ def sample_scene(task: "Task | str", seed: int, variation: "Variation | None" = 
     )
 
 
-__all__ = ["ObjectSpec", "PlateSpec", "SceneSpec", "sample_scene", "DIRECTIONS"]
+def counterfactual_scene(scene: SceneSpec) -> SceneSpec:
+    """The same scene with its first distractor named instead of the target: one object changes role.
+
+    Everything the simulation builds (objects, positions, sizes, light, camera, start pose) stays as it
+    was; only the roles of the target and of the first distractor of the target's shape are exchanged
+    and the instruction names the other colour. Recorded beside the original scene, the pair shows the
+    same images under two instructions with two different expert trajectories: the only way to tell
+    them apart is the instruction's colour word.
+    """
+    target = scene.object("target")
+    other = next((o for o in scene.objects if o.role == "distractor" and o.shape == target.shape), None)
+    if other is None:
+        raise ValueError(f"{scene.task} seed {scene.seed}: no distractor shaped like the target ({target.shape}) "
+                         "to name instead; counterfactual scenes need one")
+    old, new = f"{target.color} {target.shape}", f"{other.color} {other.shape}"
+    if scene.instruction.count(old) != 1:
+        raise ValueError(f"{scene.task} seed {scene.seed}: the instruction {scene.instruction!r} does not name "
+                         f"{old!r} exactly once (synonyms or relational phrases cannot be swapped)")
+    roles = {target.name: "distractor", other.name: "target"}
+    objects = tuple(replace(o, role=roles.get(o.name, o.role)) for o in scene.objects)
+    # the target comes first, as sample_scene orders it (what scene.object("target") and the predicates read)
+    objects = sorted(objects, key=lambda o: o.role != "target")
+    objects = tuple(replace(o, name=f"obj{i}") for i, o in enumerate(objects))
+    return replace(scene, objects=objects, instruction=scene.instruction.replace(old, new))
+
+
+__all__ = ["ObjectSpec", "PlateSpec", "SceneSpec", "counterfactual_scene", "sample_scene", "DIRECTIONS"]
