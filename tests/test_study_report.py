@@ -267,3 +267,76 @@ def test_attribution_heads_get_the_same_comparisons_reported_apart_from_the_goal
     assert "(attribution)" not in text[goals_at:apart_at]  # the goals table itself stays on kNN
     with pytest.raises(ValueError, match="heads='random-heads'"):
         report.goals("random-heads")
+
+
+def two_method_study(root, zero_task=False):
+    for seed in (0, 1):
+        write_cell(root, "lift/novel_color", "heads-knn", seed, 6, kept=(9, 10))
+        write_cell(root, "lift/novel_color", "lora", seed, 4, kept=(6, 10))
+        write_cell(root, "lift/novel_color", "full", seed, 5, kept=(2, 10))
+        if zero_task:
+            for method in ("heads-knn", "lora", "full"):
+                write_cell(root, "stack/base", method, seed, 0, kept=(5, 10))
+    return StudyReport.load(root)
+
+
+def test_the_figures_titles_state_the_finding_from_the_goals_numbers(tmp_path):
+    pytest.importorskip("matplotlib")
+    report = two_method_study(tmp_path)
+    goal = next(g for g in report.goals() if g.goal.startswith("mean target success"))
+    low, high = goal.difference
+    title, subtitle = report.headline()
+    assert title == (f"heads-knn 0.60 vs LoRA 0.40 mean target success on 2 task/seed pairs (difference +0.20 "
+                     f"[{low:+.2f}, {high:+.2f}]): not established (interval includes 0)")
+    assert subtitle == ("heads-knn: kept 0.90 vs LoRA 0.60, not established · kept 0.90 vs full 0.20, "
+                        "not established")  # established needs 3 seeds a task
+    assert report.figure().layout.title.text == f"{title}<br><sup>{subtitle}</sup>"
+    assert report.static_figure().get_suptitle() == f"{title}\n{subtitle}"
+    write_cell(tmp_path, "t/b", "random-heads", 0, 3)  # no heads/LoRA pair on its own: the title says so
+    only = StudyReport([c for c in StudyReport.load(tmp_path).cells if c["method"] != "lora"])
+    assert "nothing compared" in only.headline()[1]
+
+
+def test_the_method_under_test_is_highlighted_and_the_others_muted(tmp_path):
+    pytest.importorskip("matplotlib")
+    report = two_method_study(tmp_path)
+    bars = {t.name: t for t in report.figure().data if t.type == "bar"}
+    assert bars["heads-knn"].opacity == 1 and bars["heads-knn"].marker.line.width > 0
+    assert all(t.opacity < 1 and not t.marker.line.width for name, t in bars.items() if name != "heads-knn")
+    axes, scatter = report.static_figure().axes
+    patches = {c.get_label(): c.patches[0] for c in axes.containers if hasattr(c, "patches")}
+    assert patches["heads-knn"].get_alpha() == 1 and patches["heads-knn"].get_linewidth() > 0
+    assert all(p.get_alpha() < 1 for name, p in patches.items() if name != "heads-knn")
+    bold = {t.get_text(): t.get_fontweight() for t in axes.get_legend().get_texts()}
+    assert bold["heads-knn"] == "bold" and bold["lora"] == "normal"
+
+
+def test_a_task_every_method_fails_is_a_note_not_a_group_of_bars(tmp_path):
+    pytest.importorskip("matplotlib")
+    report = two_method_study(tmp_path, zero_task=True)
+    fig = report.figure()
+    assert all(list(t.x) == ["lift/novel_color"] for t in fig.data if t.type == "bar")
+    note = "not drawn, every method 0 successes: stack/base (0/60 episodes)"
+    assert fig.layout.xaxis.title.text == note
+    bars, _ = report.static_figure().axes
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["lift/novel_color"]
+    assert bars.get_xlabel() == note
+    assert "| stack/base | 0.00 [" in report.markdown()  # the table still shows it
+
+
+def test_the_scatter_zooms_to_its_points_has_a_legend_and_defines_success_kept(tmp_path):
+    pytest.importorskip("matplotlib")
+    report = two_method_study(tmp_path)
+    points = {m: (report.retention(m), report.target(m)) for m in ("heads-knn", "lora", "full")}
+    fig = report.figure()
+    x_range, y_range = fig.layout.xaxis2.range, fig.layout.yaxis2.range
+    _, scatter = report.static_figure().axes
+    for (x_low, x_high), (y_low, y_high) in [(x_range, y_range), (scatter.get_xlim(), scatter.get_ylim())]:
+        for kept, target in points.values():  # every point and its whole interval inside, with a margin
+            assert x_low < kept.ci95[0] and kept.ci95[1] < x_high and y_low < target.ci95[0] and target.ci95[1] < y_high
+        assert y_low > 0.1  # not the whole [0, 1]: target success spans 0.25 .. 0.6 here
+    assert sorted(t.get_text() for t in scatter.get_legend().get_texts()) == ["full", "heads-knn", "lora"]
+    definition = "success kept = success on the pretraining tasks"
+    axis_title = fig.layout.xaxis2.title.text
+    assert axis_title.startswith(definition) and "lift/base after adapting" in axis_title
+    assert scatter.get_xlabel().startswith(definition)

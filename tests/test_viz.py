@@ -1,4 +1,5 @@
-"""Plotly head-maps: one heatmap per tower, hover text, mask outlines, standalone HTML."""
+"""Plotly head-maps: one heatmap per tower, titles that say what a score means, hover text, mask outlines,
+sequential or diverging colours, HTML pages sharing one plotly.js (or self-contained)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,19 @@ def heatmaps(fig):
     return [t for t in fig.data if t.type == "heatmap"]
 
 
+def outline_cells(trace):
+    """(layer, head) of each closed square of an outline trace (x, y runs separated by None)."""
+    cells, xs, ys = set(), [], []
+    for x, y in zip(trace.x, trace.y):
+        if x is None:
+            cells.add((round(float(np.mean(ys[:4]))), round(float(np.mean(xs[:4])))))
+            xs, ys = [], []
+        else:
+            xs.append(x)
+            ys.append(y)
+    return cells
+
+
 def test_head_map_has_one_heatmap_per_tower_with_hover_and_mask():
     s = scores()
     mask = HeadMask.select(s, k=5)
@@ -40,10 +54,72 @@ def test_head_map_has_one_heatmap_per_tower_with_hover_and_mask():
     best = s.top(1)[0]
     grid_text = np.asarray(maps[0 if best.tower == "llm" else 1].text)
     assert "rank 1 of 30" in grid_text[best.layer, best.head]
+
+
+def test_selected_heads_are_cell_outlines_on_a_halo_and_hover_shows_their_score_and_rank():
+    s = scores()
+    mask = HeadMask.select(s, k=5)
+    fig = head_map(s, "knn", mask=mask)
     outlines = [t for t in fig.data if t.type == "scatter"]
-    drawn = {(t.name.split(" · ")[1], int(y), int(x)) for t in outlines for x, y in zip(t.x, t.y)}
+    # per tower: a wide white halo first (underneath), then a narrower dark line on top; both square outlines
+    assert all(t.mode == "lines" for t in outlines)
+    for tower in {h.tower for h in mask.heads}:
+        halo, line = [t for t in outlines if t.name.endswith(f" · {tower}")]
+        assert halo.line.color == "white" and halo.line.width > line.line.width >= 2
+        assert line.line.color not in ("white", None)
+        assert outline_cells(halo) == outline_cells(line)
+    drawn = {(t.name.split(" · ")[1], *cell) for t in outlines for cell in outline_cells(t)}
     assert drawn == {(h.tower, h.layer, h.head) for h in mask.heads}
-    assert all(t.marker.symbol == "square-open" for t in outlines)
+    # the outlines take no hover: the cell's own hover (name, score, rank, selected) shows through
+    assert all(t.hoverinfo == "skip" for t in outlines)
+    by_tower = {t.name.split(" · ")[1]: np.asarray(t.text) for t in heatmaps(fig)}
+    ranks = dict(zip(map(str, s.heads), s.rank("knn")))
+    for h in mask.heads:
+        hover = by_tower[h.tower][h.layer, h.head]
+        assert hover.startswith(f"{h}<br>knn = ") and f"rank {ranks[str(h)]} of 30" in hover and "selected" in hover
+    unselected = next(h for h in s.heads if h not in set(mask.heads))
+    assert "selected" not in by_tower[unselected.tower][unselected.layer, unselected.head]
+
+
+def test_the_default_title_says_what_the_score_means_and_where_it_came_from(tmp_path):
+    s = scores()
+    fig = head_map(s, "knn", mask=HeadMask.select(s, k=3))
+    title = fig.layout.title.text
+    assert "(knn)" not in title and "knn head scores" not in title  # it used to repeat the method's name
+    assert title.startswith("kNN regression score")
+    assert "higher = the head's activations predict the action better" in title
+    assert "outlined: the 3 selected heads" in title
+    bar = fig.layout.coloraxis.colorbar.title.text
+    assert bar != "knn" and "higher = better" in bar
+    assert "lower = better" in head_map(s, "err").layout.coloraxis.colorbar.title.text
+    # what a scorer records (data, fingerprint, and a task and policy in meta) reaches the subtitle, also after a
+    # save and load; files written without them keep loading and plotting
+    recorded = HeadScores(s.heads, dict(s.columns), dict(s.higher_is_better), layout=LAYOUT, method="knn",
+                          fingerprint="0123456789abcdef", data="300 frames from 20 episodes, leave-one-episode-out",
+                          meta={"task": "push/paraphrase", "policy": "default"})
+    again = HeadScores.load(recorded.save(tmp_path / "knn.csv"))
+    subtitle = head_map(again, "knn").layout.title.text.split("<br>")[1]
+    for part in ("task push/paraphrase", "policy default (model 0123456789)", "300 frames from 20 episodes"):
+        assert part in subtitle
+    assert head_map(s, "knn", title="mine", subtitle="").layout.title.text == "mine"
+    patching = HeadScores(s.heads, {"attribution:visual": np.linspace(-1, 1, len(s))}, {"attribution:visual": True},
+                          layout=LAYOUT, method="attribution", probe="visual")
+    title = head_map(patching).layout.title.text
+    assert title.startswith("attribution patching score (est. gap recovered, visual probe): higher = ")
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_scores_of_both_signs_use_a_diverging_scale_centred_on_zero(higher):
+    s = scores()
+    signed = HeadScores(s.heads, {"activation:visual": np.linspace(-0.3, 0.9, len(s))}, {"activation:visual": higher},
+                        layout=LAYOUT, method="activation")
+    axis = head_map(signed).layout.coloraxis
+    assert axis.cmid == 0 and axis.cmin == -axis.cmax == pytest.approx(-0.9)
+    assert axis.colorscale != head_map(s, "knn").layout.coloraxis.colorscale  # not the sequential scale
+    assert (axis.colorscale[-1][1] == head_map(signed.with_columns({}, {"activation:visual": True})).layout
+            .coloraxis.colorscale[-1][1]) == higher  # blue marks the important sign either way
+    one_sign = head_map(s, "knn").layout.coloraxis
+    assert one_sign.cmid is None and one_sign.cmin is None
 
 
 def test_lower_is_better_column_uses_reversed_scale_and_towers_filter():
@@ -66,13 +142,39 @@ def test_compare_maps_with_difference():
         compare_maps(s, ["knn"], difference=True)
 
 
-def test_html_is_standalone(tmp_path):
+def test_compare_maps_rows_leave_room_for_the_axis_title_and_the_next_panels_title():
+    fig = compare_maps(scores(), ["knn", "err"], difference=True)
+    margin = fig.layout.margin  # plotly's defaults: 100 px above, 80 below
+    plot_px = fig.layout.height - (100 if margin.t is None else margin.t) - (80 if margin.b is None else margin.b)
+    domains = [fig.layout[f"yaxis{1 + 2 * row}"].domain for row in range(3)]  # first column of each row
+    for upper, lower in zip(domains, domains[1:]):
+        assert (upper[0] - lower[1]) * plot_px >= 90  # tick labels + "head" + the next row's subplot title
+    for row, (low, high) in enumerate(domains, start=1):  # each colour bar spans its own row
+        bar = fig.layout[f"coloraxis{row}" if row > 1 else "coloraxis"].colorbar
+        assert bar.y == pytest.approx((low + high) / 2) and bar.len == pytest.approx(high - low)
+
+
+def test_pages_share_one_plotlyjs_beside_them_and_a_self_contained_page_embeds_it(tmp_path):
     import plotly.offline
 
-    path = save_html(head_map(scores(), mask=HeadMask.select(scores(), k=3)), tmp_path / "map.html")
-    html = path.read_text()
     bundle = plotly.offline.get_plotlyjs()
-    assert bundle in html  # plotly.js is embedded
+    first = save_html(head_map(scores(), mask=HeadMask.select(scores(), k=3)), tmp_path / "map.html")
+    second = save_html(head_map(scores(), "err"), tmp_path / "err.html")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["err.html", "map.html", "plotly.min.js"]
+    assert (tmp_path / "plotly.min.js").read_text() == bundle
+    for page in (first, second):
+        html = page.read_text()
+        assert bundle not in html and len(html) < 200_000  # was a 4.8 MB copy of plotly.js per page
+        assert re.findall(r"<script[^>]*\bsrc=\"([^\"]+)\"", html) == ["plotly.min.js"]  # beside it: opens offline
+        assert "llm.L0H0" in html or page is second
+    (tmp_path / "plotly.min.js").write_text("/* another plotly version */")
+    save_html(head_map(scores()), tmp_path / "map.html")
+    assert (tmp_path / "plotly.min.js").read_text() == bundle  # pages must load the plotly their JSON was made for
+
+    alone = save_html(head_map(scores(), mask=HeadMask.select(scores(), k=3)), tmp_path / "one" / "map.html",
+                      self_contained=True)
+    html = alone.read_text()
+    assert bundle in html and list(alone.parent.iterdir()) == [alone]  # one file to send
     assert not re.search(r"<script[^>]*\bsrc=", html)  # nothing is fetched
     # plotly.js itself mentions CDN URLs (default topojson/map styles); outside it there are none.
     assert "cdn." not in html.replace(bundle, "")

@@ -66,6 +66,10 @@ class Goal:
     numbers: str
     difference: tuple[float, float] | None = None  # Newcombe 95% interval of the pooled difference
     across_seeds: tuple[float, float] | None = None  # bootstrap 95% interval over seeds within tasks
+    measure: str = ""  # success goals: "target" or "kept" (success on the retention tasks)
+    versus: str = ""  # success goals: the other method
+    rates: tuple[float, float] | None = None  # success goals: the heads method's and the other's pooled rates
+    pairs: int = 0  # the (task, seed) pairs compared
 
     @property
     def established(self) -> str:
@@ -80,18 +84,34 @@ class Goal:
             return "yes" if seeds[0] > 0 else "no: spread over seeds includes 0"
         return "no: the opposite is" if seeds[1] < 0 else "no: spread over seeds includes 0"
 
+    @property
+    def verdict(self) -> str:
+        """The established column in a few words, for figure titles: established, not established, or the opposite."""
+        return {"yes": "established", "no: the opposite is": "the opposite is established"}.get(
+            self.established, "not established")
+
     def row(self) -> str:
         """The goal as a row of the report's goal tables (goal | met | established | numbers)."""
         return f"| {self.goal} | {'yes' if self.met else 'no'} | {self.established} | {self.numbers} |"
 
 
-# one colour per method, shared by the interactive and the static figure
+# one colour per method, shared by the interactive and the static figure; the method under test is drawn
+# opaque and outlined, the others muted
 _PALETTE = ("#7f7f7f", "#1f77b4", "#aec7e8", "#d62728", "#ff9896", "#9467bd", "#2ca02c", "#8c564b")
+_HIGHLIGHT = "heads-knn"
+_NAMES = {"lora": "LoRA", "random-heads": "random heads"}
 
 
 def _error_bars(pooled: list[Pooled]) -> tuple[list[float], list[float]]:
     """Distances from each rate down and up to its Wilson interval's ends (both figures' error bars)."""
     return [p.rate - p.ci95[0] for p in pooled], [p.ci95[1] - p.rate for p in pooled]
+
+
+def _span(pooled: list[Pooled]) -> tuple[float, float]:
+    """An axis range around the points and their intervals, with a margin (the scatter's points crowd a corner)."""
+    low, high = min(p.ci95[0] for p in pooled), max(p.ci95[1] for p in pooled)
+    pad = max(0.03, 0.08 * (high - low))
+    return max(-pad, low - pad), min(1 + pad, high + pad)
 
 
 def _pool(summaries) -> Pooled:
@@ -177,7 +197,7 @@ class StudyReport:
         short = "heads" if heads == "heads-knn" else who  # the goals' own wording for the default
         out: list[Goal] = []
 
-        def compare(goal: str, a: str, b: str, pool, better) -> None:
+        def compare(goal: str, a: str, b: str, pool, better, measure: str) -> None:
             pairs = self.paired(a, b)
             if not pairs:
                 return
@@ -195,14 +215,14 @@ class StudyReport:
                             f"{pa.rate:.3f} vs {pb.rate:.3f} on {len(pairs)} task/seed pair(s); "
                             f"difference {pa.rate - pb.rate:+.3f} [{low:+.2f}, {high:+.2f}], {spread}; heads "
                             f"ahead on {signs.count(1)}, tied on {signs.count(0)}, behind on {signs.count(-1)}",
-                            (low, high), seeds))
+                            (low, high), seeds, measure, b, (pa.rate, pb.rate), len(pairs)))
 
         target = lambda cells: _pool([c["target"] for c in cells])  # noqa: E731
-        compare(f"mean target success of {who} >= LoRA r32", heads, "lora", target, lambda x, y: x >= y)
-        compare(f"{who} > random heads", heads, "random-heads", target, lambda x, y: x > y)
+        compare(f"mean target success of {who} >= LoRA r32", heads, "lora", target, lambda x, y: x >= y, "target")
+        compare(f"{who} > random heads", heads, "random-heads", target, lambda x, y: x > y, "target")
         for other in ("lora", "full"):
             compare(f"{short} retains more pretraining success than {other}", heads, other, self.kept,
-                    lambda x, y: x > y)
+                    lambda x, y: x > y, "kept")
         pairs = self.paired(heads, "lora")
         if pairs:
             mean = lambda cells, key: sum(float(c[key]) for c in cells) / len(cells)  # noqa: E731
@@ -311,38 +331,80 @@ class StudyReport:
                 lines.append(f"| {task} | {seed} | " + " | ".join(cells) + " |")
         return lines
 
+    def headline(self, heads: str = _HIGHLIGHT) -> tuple[str, str]:
+        """The figures' title, a finding: ``heads``' target success against LoRA's and whether the difference is
+        established (the first goal), then a line with the other success goals, from the same numbers as the table."""
+        goals = [g for g in self.goals(heads) if g.rates is not None]
+        first = next((g for g in goals if (g.measure, g.versus) == ("target", "lora")), None)
+        if first is None:
+            return (f"target success of {len(self.methods)} methods on {len(self.tasks)} tasks",
+                    f"no task/seed pair that both {heads} and LoRA finished yet: nothing compared")
+        (a, b), (low, high) = first.rates, first.difference
+        reason = first.established.partition(": ")[2]
+        title = (f"{heads} {a:.2f} vs LoRA {b:.2f} mean target success on {first.pairs} task/seed pairs "
+                 f"(difference {a - b:+.2f} [{low:+.2f}, {high:+.2f}]): {first.verdict}"
+                 + (f" ({reason})" if reason and first.verdict == "not established" else ""))
+        rest = [f"{'target' if g.measure == 'target' else 'kept'} {g.rates[0]:.2f} vs "
+                f"{_NAMES.get(g.versus, g.versus)} {g.rates[1]:.2f}, {g.verdict}" for g in goals if g is not first]
+        return title, f"{heads}: " + " · ".join(rest) if rest else ""
+
+    def _drawn_tasks(self) -> tuple[list[str], str]:
+        """The tasks the bar panels draw, and a note naming those left out because every method scored 0 on them."""
+        episodes = {t: sum(self.target(m, t).episodes for m in self.methods) for t in self.tasks}
+        zero = [t for t in self.tasks if episodes[t] and not any(self.target(m, t).successes for m in self.methods)]
+        note = ("not drawn, every method 0 successes: " + ", ".join(f"{t} (0/{episodes[t]} episodes)" for t in zero)
+                if zero else "task")
+        return [t for t in self.tasks if t not in zero], note
+
+    def _kept_title(self, newline: str) -> str:
+        return (f"success kept = success on the pretraining tasks{newline}{', '.join(self.retention_tasks)} after "
+                f"adapting{newline}(pooled over cells; zero-shot: the base policy)")
+
     def figure(self):
         """Plotly: target success per task and method (left), and each method's pooled target success against
-        the success it kept on the retention tasks (right), all with 95% Wilson intervals."""
+        the success it kept on the retention tasks (right), all with 95% Wilson intervals. The title is the finding
+        (:meth:`headline`); heads-knn is drawn opaque and outlined, the other methods muted; tasks where every
+        method scored 0 are named under the bars instead of drawn."""
         from plotly.subplots import make_subplots
 
         def errors(pooled: list[Pooled]) -> dict:
             down, up = _error_bars(pooled)
             return dict(type="data", symmetric=False, array=up, arrayminus=down)
 
-        fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.08,
-                            subplot_titles=("target success per task", "target success vs success kept"))
+        tasks, note = self._drawn_tasks()
+        fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.09, subplot_titles=(
+            "target success per task (95% Wilson intervals; missing cells are gaps)", "target success vs success kept"))
+        drawn: list[tuple[Pooled, Pooled]] = []
         for i, m in enumerate(self.methods):
-            color = _PALETTE[i % len(_PALETTE)]
-            pooled = [self.target(m, t) for t in self.tasks]
-            fig.add_bar(name=m, x=self.tasks, y=[p.rate for p in pooled], error_y=errors(pooled), marker_color=color,
-                        legendgroup=m, customdata=[[p.successes, p.episodes] for p in pooled],
+            color, key = _PALETTE[i % len(_PALETTE)], m == _HIGHLIGHT
+            outline = dict(color="black", width=1.5 if key else 0)
+            pooled = [self.target(m, t) for t in tasks]
+            fig.add_bar(name=m, x=tasks, y=[p.rate for p in pooled], error_y=errors(pooled), marker_color=color,
+                        marker_line=outline, opacity=1.0 if key else 0.55, legendgroup=m,
+                        customdata=[[p.successes, p.episodes] for p in pooled],
                         hovertemplate=f"{m}<br>%{{x}}: %{{y:.2f}} (%{{customdata[0]}}/%{{customdata[1]}})<extra></extra>",
                         row=1, col=1)
             target, kept = self.target(m), self.retention(m)
             if not target.episodes or not kept.episodes:
                 continue
+            drawn.append((target, kept))
             params = self.mean_of(m, "trainable_params")
-            fig.add_scatter(x=[kept.rate], y=[target.rate], mode="markers", marker=dict(size=12, color=color),
-                            name=m, legendgroup=m, showlegend=False, error_x=errors([kept]), error_y=errors([target]),
+            fig.add_scatter(x=[kept.rate], y=[target.rate], mode="markers", name=m, legendgroup=m, showlegend=False,
+                            marker=dict(size=15 if key else 10, color=color, opacity=1.0 if key else 0.6, line=outline),
+                            error_x=errors([kept]), error_y=errors([target]),
                             hovertemplate=(f"{m}<br>target %{{y:.2f}} ({target.successes}/{target.episodes})<br>"
                                            f"kept %{{x:.2f}} ({kept.successes}/{kept.episodes})<br>"
                                            f"{params:,.0f} trainable parameters<extra></extra>"), row=1, col=2)
-        fig.update_layout(barmode="group", template="plotly_white", height=460,
-                          title="Few-shot adaptation (95% Wilson intervals; missing cells are gaps, never filled in)")
+        title, subtitle = self.headline()
+        fig.update_layout(barmode="group", template="plotly_white", height=540, margin=dict(t=110),
+                          title=dict(text=f"{title}<br><sup>{subtitle}</sup>", x=0.01, xanchor="left"))
         fig.update_yaxes(title_text="target success", range=[0, 1], row=1, col=1)
-        fig.update_yaxes(title_text="target success (all finished cells)", range=[0, 1], row=1, col=2)
-        fig.update_xaxes(title_text=f"success kept on {', '.join(self.retention_tasks)}", range=[0, 1], row=1, col=2)
+        fig.update_xaxes(title_text=note, row=1, col=1)
+        if drawn:
+            fig.update_yaxes(range=_span([t for t, _ in drawn]), row=1, col=2)
+            fig.update_xaxes(range=_span([k for _, k in drawn]), row=1, col=2)
+        fig.update_yaxes(title_text="target success (all finished cells)", row=1, col=2)
+        fig.update_xaxes(title_text=self._kept_title("<br>"), title_font_size=12, row=1, col=2)
         return fig
 
     def static_figure(self):
@@ -350,29 +412,42 @@ class StudyReport:
         (a Markdown viewer, a paper). Returns a ``matplotlib.figure.Figure`` (no pyplot state is touched)."""
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(13, 5), layout="constrained")
-        bars, scatter = fig.subplots(1, 2, width_ratios=[0.62, 0.38])
+        fig = Figure(figsize=(13, 5.8), layout="constrained")
+        bars, scatter = fig.subplots(1, 2, width_ratios=[0.6, 0.4])
+        tasks, note = self._drawn_tasks()
         width = 0.8 / max(1, len(self.methods))
+        drawn: list[tuple[Pooled, Pooled]] = []
         for i, m in enumerate(self.methods):
-            color = _PALETTE[i % len(_PALETTE)]
-            pooled = [self.target(m, t) for t in self.tasks]
+            color, key = _PALETTE[i % len(_PALETTE)], m == _HIGHLIGHT
+            look = dict(alpha=1.0 if key else 0.55, zorder=3 if key else 2)
+            pooled = [self.target(m, t) for t in tasks]
             shown = [(j, p) for j, p in enumerate(pooled) if p.episodes]  # missing cells stay gaps
             if shown:
                 x = [j + (i - (len(self.methods) - 1) / 2) * width for j, _ in shown]
                 ps = [p for _, p in shown]
                 bars.bar(x, [p.rate for p in ps], width, yerr=_error_bars(ps), color=color, label=m, capsize=2,
-                         error_kw=dict(elinewidth=0.8))
+                         edgecolor="black" if key else "none", linewidth=1.2 if key else 0, **look,
+                         error_kw=dict(elinewidth=0.8, alpha=look["alpha"]))
             target, kept = self.target(m), self.retention(m)
             if target.episodes and kept.episodes:
+                drawn.append((target, kept))
                 scatter.errorbar([kept.rate], [target.rate], xerr=_error_bars([kept]), yerr=_error_bars([target]),
-                                 fmt="o", color=color, markersize=8, capsize=3)
-        bars.set_xticks(range(len(self.tasks)), self.tasks, rotation=15)
-        bars.set(ylim=(0, 1), ylabel="target success", title="target success per task")
-        bars.legend(fontsize=8, ncols=2)
-        scatter.set(xlim=(0, 1), ylim=(0, 1), ylabel="target success (all finished cells)",
-                    xlabel=f"success kept on {', '.join(self.retention_tasks)}",
-                    title="target success vs success kept")
-        fig.suptitle("Few-shot adaptation (95% Wilson intervals; missing cells are gaps, never filled in)")
+                                 fmt="o", color=color, markersize=11 if key else 7, capsize=3, label=m,
+                                 markeredgecolor="black" if key else color, **look)
+        bars.set_xticks(range(len(tasks)), tasks, rotation=15)
+        bars.set(ylim=(0, 1), ylabel="target success")
+        bars.set_title("target success per task (95% Wilson intervals; missing cells are gaps)", fontsize=10)
+        bars.set_xlabel(note, fontsize=9)
+        scatter.set(ylabel="target success (all finished cells)")
+        scatter.set_title("target success vs success kept", fontsize=10)
+        scatter.set_xlabel(self._kept_title("\n"), fontsize=9)
+        if drawn:
+            scatter.set(ylim=_span([t for t, _ in drawn]), xlim=_span([k for _, k in drawn]))
+        for legend in (bars.legend(fontsize=8, ncols=2), scatter.legend(fontsize=8, loc="best") if drawn else None):
+            for text in legend.get_texts() if legend else ():
+                text.set_fontweight("bold" if text.get_text() == _HIGHLIGHT else "normal")
+        title, subtitle = self.headline()
+        fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11)
         return fig
 
 
@@ -382,6 +457,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="write the Markdown here (default: print it)")
     p.add_argument("--html", help="write the interactive success figure here")
     p.add_argument("--png", help="write the same figure as a static PNG here (matplotlib)")
+    p.add_argument("--self-contained", action="store_true",
+                   help="embed plotly.js in the HTML (one file to send) instead of writing plotly.min.js beside it")
     p.set_defaults(func=_command)
 
 
@@ -397,7 +474,7 @@ def _command(args) -> int:
     if args.html:
         from robosteer.viz import save_html
 
-        save_html(report.figure(), args.html)  # plotly.js embedded: opens offline
+        save_html(report.figure(), args.html, self_contained=args.self_contained)  # opens offline either way
     if args.png:
         from robosteer.files import atomic_write_bytes
 

@@ -83,7 +83,9 @@ class HeadScores:
     probe: str | None = None  # which probe/data split, e.g. "visual"
     fingerprint: str | None = None  # the model's ``vla.fingerprint()``, if known
     data: str = ""  # free-text description of the data the scores came from
-    meta: Mapping[str, Any] = field(default_factory=dict)  # extra JSON-able settings
+    # extra JSON-able settings; "task" and "policy" (names), when a caller records them, head the head-map's
+    # subtitle (``viz.head_map``) with ``fingerprint`` and ``data``
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         heads = tuple(Head.parse(h) for h in self.heads)
