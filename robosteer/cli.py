@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "robosteer.circuits.cli",
     "robosteer.app.study",
     "robosteer.app.study_report",
+    "robosteer.app.explain_episode",  # explain: one episode, explained step by step, as an HTML viewer
 )
 
 

@@ -5,7 +5,8 @@ patching or adapting them changes (issue #21).
 - ``record.py``: the hooked pass that records heads, residual stream and attention at the action positions;
 - ``readout.py``: the frozen-norm readout, its one backward, each head's share of the output projection;
 - ``result.py``: the frozen ``Explanation`` and its pandas views; ``attention.py``: its attention maps;
-- ``figures.py``: its plotly figures; ``counting.py``: exact counts of forwards and backwards, for cost checks.
+- ``figures.py``: its plotly figures; ``counting.py``: exact counts of forwards and backwards, for cost checks;
+- ``viewer.py``: one explained episode as an offline HTML rollout viewer (``robosteer explain`` writes it).
 
 Usage::
 
@@ -26,6 +27,10 @@ _EXPORTS = {
     "BaseComparison": "robosteer.explanation.result",
     "AttentionMaps": "robosteer.explanation.attention",
     "counting": "robosteer.explanation.counting",
+    "ExplainedRollout": "robosteer.explanation.viewer",
+    "ExplainedStep": "robosteer.explanation.viewer",
+    "explained_step": "robosteer.explanation.viewer",
+    "build_viewer": "robosteer.explanation.viewer",
 }
 
 __all__ = sorted(_EXPORTS)
