@@ -9,7 +9,8 @@ Usage::
 
     config = DiscoverConfig(method="knn", top_k=8, towers=("llm",))
     "attribution" in METHODS
-    "knn" in RECORD_METHODS  # scored on recorded activations; PROBE_METHODS score on probes
+    "knn" in RECORD_METHODS  # scored on recorded activations; PROBE_METHODS score on probes, PREDICTION_METHODS
+                             # on the policy's predictions over the demonstrations with one head replaced
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # every head selector, by name; "knn" selects as the released code does (circuits.released_selection),
-# "knn-robosteer" by each head's own best-k score (HeadMask.select on knn_scores), robosteer's earlier variant
-METHODS: tuple[str, ...] = ("knn", "knn-robosteer", "activation", "attribution", "sav", "random")
+# "knn-robosteer" by each head's own best-k score (HeadMask.select on knn_scores), robosteer's earlier variant;
+# "cma" by the rise in action error when a head's output at the first action token is replaced by its mean
+# (circuits.mediation, the release's causal-mediation selector)
+METHODS: tuple[str, ...] = ("knn", "knn-robosteer", "activation", "attribution", "sav", "cma", "random")
 PROBE_METHODS: tuple[str, ...] = ("activation", "attribution")  # the causal scorers, which score heads on probes
 RECORD_METHODS: tuple[str, ...] = ("knn", "knn-robosteer", "sav")  # the scorers of recorded head outputs (circuits.record)
+PREDICTION_METHODS: tuple[str, ...] = ("cma",)  # the scorers of the policy's own predictions with a head replaced
 POSITIONS: tuple[str, ...] = ("last_prompt", "first_action", "mean_action")  # LLM token positions (circuits.record)
 
 
@@ -33,7 +37,7 @@ class DiscoverConfig:
     towers: tuple[str, ...] = field(default=("llm",), metadata={
         "help": "towers whose heads are scored: llm, dino, siglip"})
     position: str = field(default="first_action", metadata={
-        "help": "LLM token position that knn and sav record", "choices": POSITIONS})
+        "help": "LLM token position that knn and sav record (cma: first_action only)", "choices": POSITIONS})
     keyframes_only: bool = field(default=True, metadata={"help": "record only the keyframes of the demonstrations"})
     probes: tuple[str, ...] = field(default=("visual", "linguistic", "physical"), metadata={
         "help": "probe kinds for activation / attribution"})
@@ -56,3 +60,7 @@ class DiscoverConfig:
             raise ValueError(f"method {self.method!r} needs at least one probe")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.method in PREDICTION_METHODS and (tuple(self.towers) != ("llm",) or self.position != "first_action"):
+            raise ValueError(f"method {self.method!r} replaces LLM heads at the first action token: it needs "
+                             f"towers=('llm',) and position='first_action', got towers={self.towers} and "
+                             f"position={self.position!r}")

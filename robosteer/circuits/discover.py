@@ -12,13 +12,18 @@ This is what ``robosteer discover`` and the main example run. Methods:
   that differ in one factor: visual, linguistic, physical, ...), combined across probes by mean
   z-score. Circuits do not build probes: the caller does (the application builds sim probes of
   ``config.probes`` for the demonstrations' task, ``robosteer.app.sim_probes.discovery_probes``);
-- ``sav``: nearest-class-mean accuracy of discretised actions; ``random``: the control.
+- ``sav``: nearest-class-mean accuracy of discretised actions; ``random``: the control;
+- ``cma`` (the release's causal-mediation selector): the rise in the policy's action MSE on the
+  demonstrations' keyframes when one LLM head's output at the first action token is replaced by
+  its mean over those frames, one batched forward per head chunk and frame batch
+  (``mediation.cma_head_scores``); the top k by that rise.
 
 Usage::
 
     result = discover(vla, DemoDataset("demos/lift-novel"), DiscoverConfig(method="knn", top_k=8), out="runs/heads")
     result.mask.heads, result.scores.to_frame()
     result = discover(vla, demos, DiscoverConfig(method="attribution"), probes=[Probe("visual", pairs), ...])
+    result = discover(vla, demos, DiscoverConfig(method="cma", top_k=8))
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..data.frames import Frame
 from ..masks import HeadMask
 from .config import PROBE_METHODS, RECORD_METHODS, DiscoverConfig
 from .scores import HeadScores
@@ -73,6 +79,13 @@ def _score_heads(vla, dataset, config: DiscoverConfig, out, *, probes) -> tuple[
                             dict(scores.higher_is_better), layout=scores.layout, method="random",
                             fingerprint=scores.fingerprint, data=scores.data, meta=dict(scores.meta))
         return scores, scores.default_column, None
+    if config.method == "cma":
+        from .mediation import cma_head_scores
+        from .record import select_frames
+
+        frames = select_frames([Frame.coerce(dataset[i], f"frame {i}") for i in range(len(dataset))],
+                               config.keyframes_only)
+        return cma_head_scores(vla, frames, unnorm_key=config.unnorm_key), "cma", None
     if config.method in RECORD_METHODS:
         from .record import RecordConfig, record_heads
 
