@@ -167,8 +167,7 @@ def discover(vla, dataset, config: DiscoverConfig = DiscoverConfig(), out: str |
             from .heads_json import write_heads_json
 
             result.files["heads_json"] = Path(write_heads_json(out / "heads.json", selection))
-        title = f"{config.method} head scores ({column}); the {len(mask)} selected outlined"
-        fig = head_map(scores, column=column, mask=mask, title=title)
+        fig = head_map(scores, column=column, mask=mask)  # its title says what the score means, its subtitle the source
         result.files["headmap"] = Path(save_html(fig, out / "headmap.html"))
         log.info("wrote %s", ", ".join(str(p) for p in result.files.values()))
     return result

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import FileFormatError
+from ..files import FileFormatError, atomic_write_text
 from .keyframes import KEYFRAME_NAMES, keyframe_flags
 from .schema import ACTION_NAMES, PROPRIO_NAMES, STATE_NAMES
 from .statistics import check_statistics, dataset_statistics
@@ -156,7 +156,7 @@ class DemoWriter:
         pq.write_table(pa.Table.from_pylist(self.steps, schema=schema), self.root / "steps.parquet")
         pq.write_table(pa.Table.from_pylist(self.episodes), self.root / "episodes.parquet")
         stats = dataset_statistics(DATASET_NAME, np.concatenate(self._actions), np.concatenate(self._proprio), len(self.episodes))
-        (self.root / "dataset_statistics.json").write_text(json.dumps(stats, indent=2))
+        atomic_write_text(self.root / "dataset_statistics.json", json.dumps(stats, indent=2))
         tasks = sorted({e["task"] for e in self.episodes})
         meta = {
             "format": FORMAT_NAME,
@@ -176,7 +176,8 @@ class DemoWriter:
             "dataset_statistics": stats,
             **(extra_meta or {}),
         }
-        (self.root / "meta.json").write_text(json.dumps(meta, indent=2))
+        # written last and atomically: a folder with a meta.json is complete (a killed collection leaves none)
+        atomic_write_text(self.root / "meta.json", json.dumps(meta, indent=2))
         return meta
 
 
