@@ -79,7 +79,7 @@ def demos_and_policy(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("method", ["knn", "random", "sav", "attribution"])
+@pytest.mark.parametrize("method", ["knn", "random", "sav", "variance", "attribution"])
 def test_discover_cli_writes_scores_mask_and_headmap(demos_and_policy, method, capsys):
     from robosteer.cli import main
     from robosteer.masks import HeadMask
@@ -94,6 +94,13 @@ def test_discover_cli_writes_scores_mask_and_headmap(demos_and_policy, method, c
     assert "plotly" in html.lower() and str(mask.heads[0]) in html
     assert json.loads((out / "scores.json").read_text())
     assert "selected 3 heads" in capsys.readouterr().out
+    if method == "variance":  # the release's variance selector: the top heads by total variance of their output
+        from robosteer.circuits.scores import HeadScores
+
+        scores = HeadScores.load(out / "scores.csv")
+        values = scores.columns["total_variance"]
+        top = [scores.heads[i] for i in np.argsort(-values, kind="stable")[:3]]
+        assert set(top) == set(mask.heads) and values.min() >= 0 and values.max() > 0
 
 
 def test_the_discovery_seed_draws_the_probe_scenes(monkeypatch):

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 # "knn-robosteer" by each head's own best-k score (HeadMask.select on knn_scores), robosteer's earlier variant;
 # "cma" by the rise in action error when a head's output at the first action token is replaced by its mean
 # (circuits.mediation, the release's causal-mediation selector)
-METHODS: tuple[str, ...] = ("knn", "knn-robosteer", "activation", "attribution", "sav", "cma", "random")
+METHODS: tuple[str, ...] = ("knn", "knn-robosteer", "activation", "attribution", "sav", "cma", "variance", "random")
 PROBE_METHODS: tuple[str, ...] = ("activation", "attribution")  # the causal scorers, which score heads on probes
-RECORD_METHODS: tuple[str, ...] = ("knn", "knn-robosteer", "sav")  # the scorers of recorded head outputs (circuits.record)
+RECORD_METHODS: tuple[str, ...] = ("knn", "knn-robosteer", "sav", "variance")  # the scorers of recorded head outputs (circuits.record)
 PREDICTION_METHODS: tuple[str, ...] = ("cma",)  # the scorers of the policy's own predictions with a head replaced
 POSITIONS: tuple[str, ...] = ("last_prompt", "first_action", "mean_action")  # LLM token positions (circuits.record)
 

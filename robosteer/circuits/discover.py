@@ -96,6 +96,13 @@ def _score_heads(vla, dataset, config: DiscoverConfig, out, *, probes) -> tuple[
             unnorm_key=config.unnorm_key), out=Path(out) / "activations" if config.stream else None)
         if config.method in ("knn", "knn-robosteer"):
             return acts.knn_scores(), "knn", acts
+        if config.method == "variance":  # the release's variance selector: total variance of each head's output
+            from .variance import variance_scores
+
+            parts = [variance_scores(acts.flat(t), acts.heads(t), layout=vla.head_layout, fingerprint=vla.fingerprint())
+                     for t in acts.acts]
+            scores = parts[0] if len(parts) == 1 else HeadScores.merge(*parts)
+            return scores, scores.default_column, acts
         from .sav import discretize_actions, sav_scores
 
         labels = np.asarray(discretize_actions(acts.actions))
