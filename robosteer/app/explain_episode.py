@@ -100,17 +100,9 @@ class PolicyModels:
 
 def load_models(spec: str, mask: str | None = None) -> PolicyModels:
     """``load_models("runs/x/policy.json")``: the steered policy, and its base when the file names an adapter."""
-    from robosteer.app.policy import POLICY_FORMAT, load_policy
-    from robosteer.files import read_json
+    from robosteer.app.policy import load_policy, read_policy_file
 
-    base_path, adapter = spec, None
-    if spec.endswith(".json"):
-        data = read_json(spec, "policy file")
-        if not isinstance(data, dict) or data.get("format") != POLICY_FORMAT or "base" not in data:
-            raise ValueError(f"{spec} is not a robosteer policy file (needs format {POLICY_FORMAT!r} and 'base')")
-        root = Path(spec).parent
-        base_path = data["base"] if data["base"] == "default" else str(root / data["base"])
-        adapter = root / data["adapter"] if data.get("adapter") else None
+    base_path, adapter = read_policy_file(spec) if spec.endswith(".json") else (spec, None)
     policy = load_policy(spec)
     models = PolicyModels(policy=policy, vla=policy.vla)
     if adapter is not None:

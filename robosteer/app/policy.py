@@ -109,6 +109,19 @@ def write_policy_file(path: str | Path, base: str | Path, adapter: str | Path | 
     return write_json_atomic(path, spec, newline=False)
 
 
+def read_policy_file(path: str | Path) -> tuple[str | Path, Path | None]:
+    """``read_policy_file("runs/x/policy.json")`` -> (base, adapter): ``"default"`` or the base folder, and the
+    adapter folder or None, resolved against the file's folder (``write_policy_file`` writes them relative)."""
+    from robosteer.files import read_json
+
+    spec = read_json(path, "policy file")
+    if not isinstance(spec, dict) or spec.get("format") != POLICY_FORMAT or "base" not in spec:
+        raise ValueError(f"{path} is not a robosteer policy file (needs format {POLICY_FORMAT!r} and 'base')")
+    root = Path(path).parent
+    base = spec["base"] if spec["base"] == "default" else root / spec["base"]
+    return base, (root / spec["adapter"]) if spec.get("adapter") else None
+
+
 def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key: str | None = None,
                 execute: int | None = None, ensemble: float | None = None):
     """``load_policy(checkpoint, adapter=None)``: a checkpoint folder (or ``"default"``), optionally with an
@@ -129,14 +142,8 @@ def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key:
     from robosteer.models import load_vla
 
     if str(path).endswith(".json"):
-        from robosteer.files import read_json
-
-        spec = read_json(path, "policy file")
-        if spec.get("format") != POLICY_FORMAT or "base" not in spec:
-            raise ValueError(f"{path} is not a robosteer policy file (needs format {POLICY_FORMAT!r} and 'base')")
-        root = Path(path).parent
-        base = spec["base"] if spec["base"] == "default" else root / spec["base"]
-        path, adapter = base, (root / spec["adapter"]) if spec.get("adapter") else adapter
+        path, named = read_policy_file(path)
+        adapter = named or adapter
 
     vla = load_vla(path, dtype=torch.float32)
     if adapter is not None:
