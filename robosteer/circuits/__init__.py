@@ -35,6 +35,7 @@ _EXPORTS = {
     "read_heads_json": "robosteer.circuits.heads_json",
     "variance_scores": "robosteer.circuits.variance",
     "cma_scores": "robosteer.circuits.mediation",
+    "cma_head_scores": "robosteer.circuits.mediation",
     "baseline_means": "robosteer.circuits.mediation",
     "sav_scores": "robosteer.circuits.sav",
     "discretize_actions": "robosteer.circuits.sav",

@@ -192,23 +192,16 @@ def _mean_hooks(chunk: Sequence[Head], means: Mapping[str, torch.Tensor], copies
 def _token_predictions(vla, inputs, chunks, means, stats, bar):
     """Yield ``(None, baseline (B, A))`` then ``(first head index, (c, B, A))`` per chunk: greedy action tokens."""
     from ..models.action_tokenizer import unnormalize
-    from ..models.generation import cache_name
+    from ..models.generation import greedy_steps
 
     ids, pixels, proprio = inputs
     n_tokens = len(stats["q01"])
     out = vla(input_ids=ids, pixel_values=pixels, proprio=proprio, use_cache=True, logits_to_keep=1)
     first = out.logits[:, -1].argmax(dim=-1)  # (B,): no head at the first action token can change it
-    embed = vla.language_model.get_input_embeddings()
 
     def decode(cache, tokens, hooks) -> np.ndarray:  # the rest of the greedy loop; hooks on the first action token
-        chosen = [tokens]
-        for step in range(n_tokens - 1):
-            with vla.hooks(fwd_hooks=hooks if step == 0 else ()):
-                nxt = vla.language_model(inputs_embeds=embed(chosen[-1][:, None]), use_cache=True, logits_to_keep=1,
-                                         **{cache_name(): cache})
-            cache = getattr(nxt, cache_name())
-            chosen.append(nxt.logits[:, -1].argmax(dim=-1))
-        return unnormalize(vla.action_tokenizer.decode(torch.stack(chosen, dim=1).cpu()), stats)  # (rows, A)
+        chosen, _ = greedy_steps(vla, cache, tokens, n_tokens - 1, first_step=lambda: vla.hooks(fwd_hooks=hooks))
+        return unnormalize(vla.action_tokenizer.decode(torch.stack([tokens, *chosen], dim=1).cpu()), stats)  # (rows, A)
 
     b = ids.shape[0]
     yield None, decode(copy.deepcopy(out.past_key_values), first, ())

@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 from functools import lru_cache
@@ -67,14 +68,26 @@ def decode_action_tokens(vla, input_ids: torch.Tensor, pixel_values: torch.Tenso
     if n_tokens < 1:
         raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
     out = vla(input_ids=input_ids, pixel_values=pixel_values, proprio=proprio, use_cache=True, logits_to_keep=1)
-    past = out.past_key_values
-    logits = [out.logits[:, -1]]
-    chosen = [logits[-1].argmax(dim=-1)]
+    first = out.logits[:, -1]
+    chosen, logits = greedy_steps(vla, out.past_key_values, first.argmax(dim=-1), n_tokens - 1)
+    return DecodedActions(tokens=torch.stack([first.argmax(dim=-1), *chosen], dim=1).cpu(),
+                          logits=torch.stack([first, *logits], dim=1))
+
+
+def greedy_steps(vla, past, token: torch.Tensor, n_steps: int, first_step=contextlib.nullcontext):
+    """``n_steps`` one-token greedy steps from the cache ``past``, the first one fed ``token`` (B,).
+
+    Returns the chosen tokens and their logits, ``[(B,)] * n_steps`` and ``[(B, V)] * n_steps`` (``token``
+    itself not included). ``first_step()`` is entered around the first step only: e.g.
+    ``lambda: vla.hooks(fwd_hooks=...)`` to intervene at ``token``'s position (``circuits.mediation``).
+    """
     embed = vla.language_model.get_input_embeddings()
-    for _ in range(n_tokens - 1):
-        step = vla.language_model(inputs_embeds=embed(chosen[-1][:, None]), use_cache=True, logits_to_keep=1,
-                                  **{cache_name(): past})
+    chosen, logits = [token], []
+    for i in range(n_steps):
+        with first_step() if i == 0 else contextlib.nullcontext():
+            step = vla.language_model(inputs_embeds=embed(chosen[-1][:, None]), use_cache=True, logits_to_keep=1,
+                                      **{cache_name(): past})
         past = getattr(step, cache_name())
         logits.append(step.logits[:, -1])
         chosen.append(logits[-1].argmax(dim=-1))
-    return DecodedActions(tokens=torch.stack(chosen, dim=1).cpu(), logits=torch.stack(logits, dim=1))
+    return chosen[1:], logits
