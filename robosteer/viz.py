@@ -53,7 +53,7 @@ _MEANINGS = {
     "total_variance": ("variance of the head's output", "variance", "total variance",
                        "the head's output varies more across frames"),
     "l2_variance": ("variance of the head's output norm", "norm variance", "variance of |z|",
-                      "the head's output norm varies more across frames"),
+                    "the head's output norm varies more across frames"),
     "random": ("random control score", "random", "uniform draw", None),
     "combined:zscore": ("combined score", "combined", "mean z-score",
                         "the head ranks higher across the combined scores"),

@@ -99,9 +99,7 @@ def _score_heads(vla, dataset, config: DiscoverConfig, out, *, probes) -> tuple[
         if config.method == "variance":  # the release's variance selector: total variance of each head's output
             from .variance import variance_scores
 
-            parts = [variance_scores(acts.flat(t), acts.heads(t), layout=vla.head_layout, fingerprint=vla.fingerprint())
-                     for t in acts.acts]
-            scores = parts[0] if len(parts) == 1 else HeadScores.merge(*parts)
+            scores = variance_scores(dict(acts.acts), layout=vla.head_layout, fingerprint=vla.fingerprint())
             return scores, scores.default_column, acts
         from .sav import discretize_actions, sav_scores
 

@@ -96,10 +96,8 @@ def run_episode(
     (``scene.counterfactual_scene``): same images at the start, another instruction and trajectory.
     """
     task = Task.parse(task)
-    if counterfactual:
-        obs = env.reset_scene(counterfactual_scene(sample_scene(task, seed)))
-    else:
-        obs = env.reset_task(task, seed)
+    scene = sample_scene(task, seed)
+    obs = env.reset_scene(counterfactual_scene(scene) if counterfactual else scene)
     horizon = horizon or get_family(task.family).horizon
     if hasattr(policy, "attach"):
         policy.attach(env)

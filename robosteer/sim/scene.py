@@ -295,15 +295,15 @@ def counterfactual_scene(scene: SceneSpec) -> SceneSpec:
     if other is None:
         raise ValueError(f"{scene.task} seed {scene.seed}: no distractor shaped like the target ({target.shape}) "
                          "to name instead; counterfactual scenes need one")
-    old, new = f"{target.color} {target.shape}", f"{other.color} {other.shape}"
+    # the phrases sample_scene writes without synonyms (no random draw then)
+    old, new = (language.object_phrase(o.color, o.shape, rng=None) for o in (target, other))
     if scene.instruction.count(old) != 1:
         raise ValueError(f"{scene.task} seed {scene.seed}: the instruction {scene.instruction!r} does not name "
                          f"{old!r} exactly once (synonyms or relational phrases cannot be swapped)")
     roles = {target.name: "distractor", other.name: "target"}
-    objects = tuple(replace(o, role=roles.get(o.name, o.role)) for o in scene.objects)
-    # the target comes first, as sample_scene orders it (what scene.object("target") and the predicates read)
-    objects = sorted(objects, key=lambda o: o.role != "target")
-    objects = tuple(replace(o, name=f"obj{i}") for i, o in enumerate(objects))
+    # the new target first, as sample_scene orders them (what the predicates and the expert read), renamed in order
+    order = [other] + [o for o in scene.objects if o is not other]
+    objects = tuple(replace(o, name=f"obj{i}", role=roles.get(o.name, o.role)) for i, o in enumerate(order))
     return replace(scene, objects=objects, instruction=scene.instruction.replace(old, new))
 
 
