@@ -84,6 +84,9 @@ class PretrainConfig:
         "(needs --label-smoothing 0)"})
     action_chunk: int = field(default=1, metadata={
         "help": "actions per forward pass, decoded in parallel (> 1 needs --action-head l1-regression)"})
+    film: bool = field(default=False, metadata={"help":
+        "condition the vision towers on the instruction with OpenVLA-OFT+'s FiLM, so patch features can single out "
+        "the named object (needs --action-head l1-regression)"})
     cameras: tuple[str, ...] | None = field(default=None, metadata={"choices": VIEWS, "help":
         "camera views the demos record and the policy reads, in order (default: the agentview alone)"})
     aux_weight: float = field(default=1.0, metadata={
@@ -115,6 +118,8 @@ class PretrainConfig:
         if self.action_chunk < 1 or (self.action_chunk > 1 and self.action_head == "tokens"):
             raise ValueError(f"PretrainConfig.action_chunk={self.action_chunk}: chunks of more than one action need "
                              "action_head='l1-regression' (and the chunk must be >= 1)")
+        if self.film and self.action_head == "tokens":
+            raise ValueError("PretrainConfig.film needs action_head='l1-regression' (--action-head l1-regression)")
         object.__setattr__(self, "cameras", self.collect_cameras())  # canonical: None for the agentview alone
         self.train_config()  # TrainConfig checks the training settings here: before the collection, not after
 
@@ -131,6 +136,8 @@ class PretrainConfig:
             changes["n_views"] = len(self.cameras)
         if self.action_head != "tokens":
             changes.update(action_head=self.action_head, action_chunk=self.action_chunk)
+        if self.film:
+            changes["use_film"] = True
         return changes
 
     def train_config(self) -> TrainConfig:

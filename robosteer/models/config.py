@@ -7,8 +7,8 @@ tiny test models give sizes explicitly through ``timm_override_kwargs`` (the
 fixture convention) so that a file written here still reads as an OpenVLA
 config. Fields that only robosteer knows (a proprio token, the prompt-suffix
 token of a non-Llama tokenizer, the OpenVLA-OFT switches ``n_views``,
-``proprio_projector``, ``action_chunk``, ``action_head``, ``action_head_blocks`` and
-``normalization``) live under the ``"robosteer"`` key, only when they differ from
+``proprio_projector``, ``action_chunk``, ``action_head``, ``action_head_blocks``, ``normalization`` and
+``use_film``) live under the ``"robosteer"`` key, only when they differ from
 their defaults, and are absent for real checkpoints (an OFT folder's switches come
 from its head files and ``load_vla(..., overrides=...)``).
 
@@ -198,6 +198,7 @@ class VLAConfig:
     action_head: str = "tokens"  # "l1-regression": K*A empty action slots + stop token, bidirectional attention
     action_head_blocks: int = 2  # MLPResNet blocks of the l1-regression head
     normalization: str = "openvla"  # how actions/proprio are (un)normalised: "openvla", or OFT's "bounds_q99"/"bounds"
+    use_film: bool = False  # OFT+'s FiLM: the vision towers' blocks modulated by the instruction's mean embedding
 
     def __post_init__(self) -> None:
         if not self.towers or len(self.towers) > 2:
@@ -232,6 +233,11 @@ class VLAConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"VLAConfig.{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.use_film, bool):
+            raise ValueError(f"VLAConfig.use_film must be true or false, got {self.use_film!r}")
+        if self.use_film and not self.parallel_decoding:
+            raise ValueError("VLAConfig.use_film needs action_head='l1-regression': with token actions the input "
+                             "holds the action tokens while training, and FiLM would read them")
         if self.action_chunk > 1 and not self.parallel_decoding:
             raise ValueError(f"VLAConfig.action_chunk={self.action_chunk} needs action_head='l1-regression' "
                              "(token actions are decoded one per step)")
@@ -395,7 +401,8 @@ class VLAConfig:
         return dict(sorted(d.items()))
 
 
-_OFT_FIELDS = ("n_views", "proprio_projector", "action_chunk", "action_head", "action_head_blocks", "normalization")
+_OFT_FIELDS = ("n_views", "proprio_projector", "action_chunk", "action_head", "action_head_blocks", "normalization",
+               "use_film")
 
 
 def _checked_overrides(overrides: dict, source: Any) -> dict:

@@ -52,7 +52,7 @@ LLAMA_FIELDS = frozenset({
 })
 ROBOSTEER_FIELDS = frozenset({"action_vocab_end", "prompt_suffix_token_id", "proprio_dim", "n_views",
                               "proprio_projector", "action_chunk", "action_head", "action_head_blocks",
-                              "normalization"})
+                              "normalization", "use_film"})
 # text_config fields that must be positive integers (or null where marked), checked before a model is sized by them.
 _LLAMA_SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "max_position_embeddings")

@@ -87,7 +87,14 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ViTConfig) -> None:
+    """A timm ViT block; with ``film_dim`` > 0, OpenVLA-OFT's FiLM between its attention and its MLP.
+
+    FiLM (OFT's ``FiLMedVisionTransformerBlock``): ``x = (1 + gamma) * x + beta`` with ``gamma = scale(l)``
+    and ``beta = shift(l)``, ``l`` the instruction's average LLM input embedding (B, film_dim); the same
+    gamma and beta for every patch, so the modulation is spatially global.
+    """
+
+    def __init__(self, cfg: ViTConfig, film_dim: int = 0) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
         self.attn = Attention(cfg)
@@ -95,9 +102,16 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
         self.mlp = Mlp(cfg.width, cfg.mlp_dim)
         self.ls2 = LayerScale(cfg.width) if cfg.layerscale else nn.Identity()
+        if film_dim:
+            self.scale = nn.Linear(film_dim, cfg.width)
+            self.shift = nn.Linear(film_dim, cfg.width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, language: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.ls1(self.attn(self.norm1(x)))
+        if hasattr(self, "scale"):
+            if language is None:
+                raise ValueError("this vision tower is FiLM-conditioned: pass the instruction's average embedding")
+            x = x * (1 + self.scale(language)[:, None]) + self.shift(language)[:, None]
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 
@@ -131,7 +145,7 @@ class AttentionPoolLatent(nn.Module):
 class VisionTransformer(nn.Module):
     """A timm-compatible ViT whose ``forward`` returns OpenVLA's patch features."""
 
-    def __init__(self, cfg: ViTConfig) -> None:
+    def __init__(self, cfg: ViTConfig, film_dim: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
         self.patch_embed = PatchEmbed(cfg)
@@ -141,7 +155,7 @@ class VisionTransformer(nn.Module):
             self.reg_token = nn.Parameter(torch.zeros(1, cfg.reg_tokens, cfg.width))
         n_pos = cfg.n_patches if cfg.no_embed_class else cfg.n_patches + cfg.n_prefix_tokens
         self.pos_embed = nn.Parameter(torch.zeros(1, n_pos, cfg.width))
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(Block(cfg, film_dim) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
         if cfg.attn_pool:
             self.attn_pool = AttentionPoolLatent(cfg)
@@ -164,9 +178,12 @@ class VisionTransformer(nn.Module):
         x = torch.cat(prefix + [x], dim=1) if prefix else x
         return x + self.pos_embed
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` -> ``(B, n_patches, width)``: the second-to-last block's patch tokens."""
+    def forward(self, pixels: torch.Tensor, language: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, 3, H, W)`` -> ``(B, n_patches, width)``: the second-to-last block's patch tokens.
+
+        ``language`` (B, film_dim): the instruction embedding a FiLM-conditioned tower needs (else None).
+        """
         x = self.embed(pixels)
         for block in self.blocks[: self.cfg.feature_layer + 1]:
-            x = block(x)
+            x = block(x) if language is None else block(x, language)
         return x[:, self.cfg.n_prefix_tokens :]

@@ -13,7 +13,8 @@ attention over the whole multimodal sequence.
 
 OpenVLA-OFT's extensions are config switches, off by default (``models/action_heads.py``):
 ``n_views`` images per observation (6 channels each, patches of view 0, then view 1, ...),
-``proprio_projector="mlp"``, and ``action_head="l1-regression"`` with ``action_chunk`` K: the prompt
+``proprio_projector="mlp"``, ``use_film`` (OFT+: every tower block FiLM-modulated by the instruction's
+mean input embedding, :func:`instruction_embedding`), and ``action_head="l1-regression"`` with ``action_chunk`` K: the prompt
 is followed by K*A zero-embedding action slots and the stop token, attention is bidirectional over
 the whole sequence, and the head reads the final hidden states at the K*A positions *before* the
 slots' ends, ``[last prompt token, +K*A)``, as OFT's code does (it is the next-token shift that OFT
@@ -68,24 +69,28 @@ class VisionBackbone(nn.Module):
     def __init__(self, cfg: VLAConfig) -> None:
         super().__init__()
         self.n_views = cfg.n_views
-        self.featurizer = VisionTransformer(cfg.towers[0])
+        film_dim = cfg.llm_dim if cfg.use_film else 0
+        self.featurizer = VisionTransformer(cfg.towers[0], film_dim)
         if len(cfg.towers) == 2:
-            self.fused_featurizer = VisionTransformer(cfg.towers[1])
+            self.fused_featurizer = VisionTransformer(cfg.towers[1], film_dim)
 
     def towers(self) -> list[VisionTransformer]:
         return [self.featurizer] + ([self.fused_featurizer] if hasattr(self, "fused_featurizer") else [])
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, 3T V, S, S) -> (B, V N, sum(D))
+    def forward(self, pixel_values: torch.Tensor, language: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3T V, S, S) -> (B, V N, sum(D)); ``language`` (B, llm_dim) for FiLM-conditioned towers."""
         if self.n_views > 1:  # OFT: each view's 3T channels through the same towers, patches in view order
             b, c, size = pixel_values.shape[0], pixel_values.shape[1] // self.n_views, pixel_values.shape[-1]
+            if language is not None:  # every view of an observation gets its instruction
+                language = language.repeat_interleave(self.n_views, dim=0)
             # one tower call over B * V images (observation-major), so a tower's hook sites see every view once
-            patches = self._one_view(pixel_values.reshape(b * self.n_views, c, size, size))  # (B V, N, D)
+            patches = self._one_view(pixel_values.reshape(b * self.n_views, c, size, size), language)  # (B V, N, D)
             return patches.reshape(b, -1, patches.shape[-1])
-        return self._one_view(pixel_values)
+        return self._one_view(pixel_values, language)
 
-    def _one_view(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, 3T, S, S) -> (B, N, sum(D))
-        chunks = torch.split(pixel_values, 3, dim=1)
-        return torch.cat([tower(x) for tower, x in zip(self.towers(), chunks)], dim=2)
+    def _one_view(self, pixel_values: torch.Tensor, language: torch.Tensor | None) -> torch.Tensor:
+        chunks = torch.split(pixel_values, 3, dim=1)  # (B, 3T, S, S) -> (B, N, sum(D))
+        return torch.cat([tower(x, language) for tower, x in zip(self.towers(), chunks)], dim=2)
 
 
 class Projector(nn.Module):
@@ -110,6 +115,22 @@ class Projector(nn.Module):
             return self.fc1(x)
         x = self.fc2(F.gelu(self.fc1(x)))
         return self.fc3(F.gelu(x)) if self.kind == "fused-gelu-mlp" else x
+
+
+def instruction_embedding(text: torch.Tensor, attention_mask: torch.Tensor | None,
+                          slots: torch.Tensor | None) -> torch.Tensor:
+    """FiLM's language input: the mean input embedding (B, H) over each row's tokens but its action slots and padding.
+
+    OpenVLA-OFT averages the embeddings of every non-action position; robosteer also leaves out the right
+    padding, so a row's conditioning does not depend on the batch it is in.
+    """
+    keep = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+    if attention_mask is not None:
+        keep &= attention_mask.bool()
+    if slots is not None:
+        keep &= ~slots
+    weights = keep.to(text.dtype)[..., None]
+    return (text * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
 
 
 @dataclass
@@ -272,10 +293,11 @@ class OpenVLA(HookedModelMixin, nn.Module):
         if pixel_values.shape[0] != input_ids.shape[0]:
             raise ValueError(f"batch sizes differ: pixel_values {pixel_values.shape[0]} vs input_ids {input_ids.shape[0]}")
         vis_dtype = self.projector.fc1.weight.dtype
-        patches = self.projector(self.vision_backbone(pixel_values.to(vis_dtype)))  # (B, N, H)
         text = self.language_model.get_input_embeddings()(input_ids)  # (B, L, H)
-        if self.config.parallel_decoding:  # OFT: the action slots are exact zero vectors
-            slots = action_slot_mask(input_ids, attention_mask, self.n_action_slots)
+        slots = action_slot_mask(input_ids, attention_mask, self.n_action_slots) if self.config.parallel_decoding else None
+        language = instruction_embedding(text, attention_mask, slots).to(vis_dtype) if self.config.use_film else None
+        patches = self.projector(self.vision_backbone(pixel_values.to(vis_dtype), language))  # (B, N, H)
+        if slots is not None:  # OFT: the action slots are exact zero vectors
             text = text * ~slots[..., None]
         parts = [text[:, :1], patches.to(text.dtype)]
         if self.config.proprio_dim:
