@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # PyOpenGL logs a missing OpenGL_accelerate at INFO when the simulator renders
+        logging.getLogger("OpenGL").setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
