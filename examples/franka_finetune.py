@@ -4,7 +4,9 @@ Collects expert demonstrations of the task, finds the heads that matter (kNN reg
 keyframes, by default), finetunes only those heads and, for comparison, LoRA (r=32,
 all-linear) on the same data and schedule, then evaluates zero-shot, heads and LoRA in
 closed loop on the same evaluation seeds. Prints a results table with 95% Wilson intervals
-and writes the head-map HTML, the head mask and a results JSON.
+and writes the head-map HTML, the head mask and a results JSON. Demonstrations, probes and
+evaluations see the policy's own camera views (a two-view policy: agentview and wrist) unless
+``--cameras`` names them.
 
     .venv/bin/python examples/franka_finetune.py                       # defaults: push/paraphrase
     .venv/bin/python examples/franka_finetune.py --task lift --variation paraphrase --out runs/demo
@@ -22,6 +24,7 @@ from robosteer.files import atomic_write_text
 from robosteer.app.sim_probes import discover_in_sim
 from robosteer.circuits.config import DiscoverConfig
 from robosteer.app.experiment import collect_demos, evaluate_policy, finetune, first_demo_seed, steering_config
+from robosteer.app.policy import policy_cameras
 from robosteer.app.study import StudyConfig
 from robosteer.circuits.config import METHODS
 from robosteer.config_cli import ConfigArguments
@@ -29,7 +32,7 @@ from robosteer.sim.tasks import Task, get_split
 
 # the settings the example shares with `robosteer study`: the same flags, defaults and help
 STUDY_ARGUMENTS = ConfigArguments(StudyConfig,
-                                  only=("policy", "demos", "top_k", "steps", "batch_size", "lr", "workers"))
+                                  only=("policy", "demos", "top_k", "steps", "batch_size", "lr", "workers", "cameras"))
 # the head scorer; not the random control, whose heads the results table would call "heads"
 SCORER_ARGUMENTS = ConfigArguments(DiscoverConfig, only=("method",),
                                    choices={"method": [m for m in METHODS if m != "random"]})
@@ -48,7 +51,7 @@ def parse_args() -> argparse.Namespace:
     SCORER_ARGUMENTS.add_to(p)
     STUDY_ARGUMENTS.add_to(p, "top_k", "steps", "batch_size", "lr")
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes per policy (default: 20)")
-    STUDY_ARGUMENTS.add_to(p, "workers")
+    STUDY_ARGUMENTS.add_to(p, "workers", "cameras")
     p.add_argument("--seed", type=int, default=0, help="training seed, random draws and demonstrations (expert seeds "
                    "seed x demos onwards: other seeds, other scenes, as in `robosteer study`)")
     p.add_argument("--out", default="runs/franka_finetune")
@@ -72,10 +75,11 @@ def main() -> None:
     out = Path(args.out) / args.task_name.replace("/", "_")
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    views = policy_cameras(args.policy, args.cameras)  # --cameras, checked against the policy, else its own views
 
-    print(f"[1/4] collecting {args.demos} expert demonstrations of {args.task_name}")
+    print(f"[1/4] collecting {args.demos} expert demonstrations of {args.task_name} ({','.join(views)})")
     demos = collect_demos(args.task_name, args.demos, out / "demos", seed=first_demo_seed(args.seed, args.demos),
-                          workers=args.workers)
+                          workers=args.workers, cameras=views)
 
     print(f"[2/4] discovering heads ({args.method}, top {args.top_k})")
     from robosteer.models import load_vla
@@ -92,9 +96,11 @@ def main() -> None:
     cells = {m: finetune(args.policy, demos, m, config, mask=found.mask) for m, config in configs.items()}
 
     print(f"[4/4] closed-loop evaluation on {args.episodes} episodes each (evaluation seeds)")
-    results = {"zero-shot": evaluate_policy(args.policy, [args.task_name], args.episodes, args.workers)[args.task_name]}
-    for m, cell in cells.items():
-        results[m] = evaluate_policy(cell.policy, [args.task_name], args.episodes, args.workers)[args.task_name]
+
+    def success(policy):
+        return evaluate_policy(policy, [args.task_name], args.episodes, args.workers, cameras=views)[args.task_name]
+
+    results = {"zero-shot": success(args.policy)} | {m: success(cell.policy) for m, cell in cells.items()}
 
     rows = [row("zero-shot", results["zero-shot"], {"trainable_params": 0})]
     rows += [row(m, results[m], {("policy_file" if k == "policy" else k): v for k, v in cells[m].to_dict().items()

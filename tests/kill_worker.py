@@ -129,7 +129,7 @@ def study_job(out: str, base: str) -> None:
     import robosteer.app.experiment as experiment
     from robosteer.app.study import run_study
 
-    def fake_collect(task, episodes, out, seed=0, workers=2, image_size=64):
+    def fake_collect(task, episodes, out, seed=0, workers=2, image_size=64, cameras=None):
         return demo_frames(seed, episodes)
 
     def fake_evaluate(policy, tasks, episodes, workers=2, **kw):

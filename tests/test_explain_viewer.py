@@ -189,6 +189,7 @@ def test_the_command_explains_a_short_episode_of_the_default_policy(tmp_path):
     assert record["format"] == "robosteer.explain_episode" and record["task"] == "lift/base"
     assert record["length"] == 5 and len(record["actions"]) == 5 and isinstance(record["success"], bool)
     assert [s["step"] for s in record["steps"]] == [0, 2, 4] and record["base"] is None
+    assert record["views"] == ["agentview"]  # no --cameras: the one-view policy's own view
     for s in record["steps"]:  # the explained action is the executed one (same model, same observation)
         np.testing.assert_allclose(list(s["action"].values()), record["actions"][s["step"]], atol=1e-5)
         assert len(s["top"]) == 10 and all(t["head"].startswith("llm.L") for t in s["top"])

@@ -114,7 +114,13 @@ def test_a_finetuned_cell_records_its_cost_and_evaluates_the_adapted_policy(tmp_
 
     mask = HeadMask.from_heads(["llm.L0H1", "llm.L1H2"], tiny_vla.head_layout)
     trained, evaluated = [], []
-    monkeypatch.setattr(experiment, "collect_demos", lambda task, n, out, seed, workers: f"demos of {task}/{seed}")
+    collected = []
+
+    def fake_collect(task, n, out, seed, workers, cameras):
+        collected.append(cameras)
+        return f"demos of {task}/{seed}"
+
+    monkeypatch.setattr(experiment, "collect_demos", fake_collect)
     monkeypatch.setattr(models, "load_vla", lambda policy: tiny_vla)
     monkeypatch.setattr(discover_module, "discover", lambda base, demos, cfg, out, probes: SimpleNamespace(mask=mask))
 
@@ -126,8 +132,8 @@ def test_a_finetuned_cell_records_its_cost_and_evaluates_the_adapted_policy(tmp_
     class Result:
         successes, n, success_rate, ci95 = 3, 10, 0.3, (0.1, 0.6)
 
-    def fake_evaluate(policy, tasks, episodes, workers=2, **kw):
-        evaluated.append((policy, tuple(tasks)))
+    def fake_evaluate(policy, tasks, episodes, workers=2, cameras=None, **kw):
+        evaluated.append((policy, tuple(tasks), cameras))
         return {t: Result() for t in tasks}
 
     monkeypatch.setattr(experiment, "finetune", fake_finetune)
@@ -140,7 +146,9 @@ def test_a_finetuned_cell_records_its_cost_and_evaluates_the_adapted_policy(tmp_
     assert cell.settings["lora_r"] == rank and cell.settings["demos"] == 20 and cell.settings["demo_seeds"] == [40, 59]
     assert (cell.trainable_params, cell.train_seconds, cell.peak_rss_mb) == (123, 4.5, 600.0)
     policy = str(tmp_path / "work" / "push_paraphrase" / "seed2" / "lora-matched" / "policy.json")
-    assert evaluated == [(policy, ("push/paraphrase",)), (policy, ("lift/base", "push/base"))]  # never the base
+    # never the base; the default policy's own view, for the demonstrations and both evaluations
+    assert evaluated == [(policy, ("push/paraphrase",), ("agentview",)), (policy, ("lift/base", "push/base"), ("agentview",))]
+    assert collected == [("agentview",)]
     assert not (tmp_path / "base_retention.json").exists()
     assert json.loads(cell_path(config, "push/paraphrase", "lora-matched", 2).read_text())["heads"] == cell.heads
 

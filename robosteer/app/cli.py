@@ -3,7 +3,7 @@
 - ``robosteer evaluate``: closed-loop success of any policy by name. The simulator runs policies
   without loading them; this layer knows policy names and files (``robosteer.app.policy``), so it
   registers ``evaluate`` with the simulator's command (``robosteer.sim.cli.register_evaluate``) and
-  says how ``--policy`` becomes a policy;
+  says how ``--policy`` becomes a policy and which views it takes (``--cameras``' default);
 - ``robosteer finetune``: demonstrations, a head mask (a file, or discovery's top k), one training
   method (``train.strategies.METHODS``), then ``policy.json``;
 - ``robosteer pretrain``: the default policy's recipe (``app.pretrain``).
@@ -51,11 +51,18 @@ def _policy_factory(spec: str, **execution):
     return PolicyFactory(spec, **execution)
 
 
+def _policy_cameras(spec: str, cameras):
+    from .policy import policy_cameras
+
+    return policy_cameras(spec, cameras)
+
+
 def register(subparsers) -> None:
     """Add ``evaluate``, ``finetune`` and ``pretrain`` to the ``robosteer`` command line."""
     from robosteer.sim.cli import register_evaluate
 
-    register_evaluate(subparsers, load_policy=_load_policy, policy_factory=_policy_factory, policy_help=POLICY_HELP)
+    register_evaluate(subparsers, load_policy=_load_policy, policy_factory=_policy_factory, policy_help=POLICY_HELP,
+                      policy_cameras=_policy_cameras)
     _register_finetune(subparsers)
     _register_pretrain(subparsers)
 

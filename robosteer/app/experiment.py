@@ -11,9 +11,14 @@ and evaluation seeds:
    wall time and peak memory; writes a ``policy.json``;
 4. ``evaluate_policy``: closed-loop success on evaluation seeds, with 95% Wilson intervals.
 
+The camera views follow the base policy: ``policy_cameras(base)`` (``app.policy``) names the views it takes
+(the agentview alone, or agentview and wrist for a two-view policy), the demonstrations are collected in
+them (``collect_demos(..., cameras=)``), discovery's probes render the demonstrations' views, and
+``evaluate_policy`` renders a policy's own views unless told others.
+
 Usage::
 
-    demos = collect_demos("lift/novel_color", 20, out="runs/x/demos")
+    demos = collect_demos("lift/novel_color", 20, out="runs/x/demos", cameras=policy_cameras("default"))
     cell = finetune("default", demos, "heads", steering_config("runs/x/heads"), mask=mask)
     cell = finetune("default", demos, "lora", steering_config("runs/x/lora", steps=300), lora=LoraSettings(r=8))
     result = evaluate_policy(cell.policy, ["lift/novel_color"], episodes=50)
@@ -93,14 +98,17 @@ def first_demo_seed(seed: int, demos: int) -> int:
     return seed * demos
 
 
-def collect_demos(task: str, episodes: int, out: str | Path, seed: int = 0, workers: int = 2, image_size: int = 64):
-    """Expert demonstrations of ``task`` on expert seeds ``seed .. seed + episodes - 1``; a complete folder already
-    at ``out`` is reused if it was collected with these settings, and refused (ValueError) if not."""
+def collect_demos(task: str, episodes: int, out: str | Path, seed: int = 0, workers: int = 2, image_size: int = 64,
+                  cameras: tuple[str, ...] | None = None):
+    """Expert demonstrations of ``task`` on expert seeds ``seed .. seed + episodes - 1``, seen by ``cameras`` (the
+    views of the policy they will train, ``policy_cameras(base)``; None: the agentview alone); a complete folder
+    already at ``out`` is reused if it was collected with these settings, and refused (ValueError) if not."""
     from robosteer.sim.collect import CollectConfig, collect
     from robosteer.data.dataset import DemoDataset
 
     out = Path(out)
-    config = CollectConfig(tasks=(task,), episodes=episodes, seed=seed, workers=workers, image_size=image_size)
+    config = CollectConfig(tasks=(task,), episodes=episodes, seed=seed, workers=workers, image_size=image_size,
+                           cameras=cameras)
     if not (out / "meta.json").is_file():
         report = collect(config, out)
         log.info("demonstrations: %s", report.summary())
@@ -167,12 +175,15 @@ def finetune(base: str | Path, demos, method: str, config: TrainConfig, mask=Non
                           resumed_at_step=result.start_step)
 
 
-def evaluate_policy(policy: str | Path, tasks, episodes: int, workers: int = 2, image_size: int = 64, seed: int | None = None):
-    """Closed-loop success of a policy (``"default"``, a checkpoint, or a ``policy.json``) on each task."""
-    from robosteer.app.policy import PolicyFactory
+def evaluate_policy(policy: str | Path, tasks, episodes: int, workers: int = 2, image_size: int = 64,
+                    seed: int | None = None, cameras: tuple[str, ...] | None = None):
+    """Closed-loop success of a policy (``"default"``, a checkpoint, or a ``policy.json``) on each task, seen by
+    ``cameras`` (default: the policy's own views; named ones must match its ``n_views``, ``policy_cameras``)."""
+    from robosteer.app.policy import PolicyFactory, policy_cameras
     from robosteer.sim.collect import measure_policy
     from robosteer.sim.env import SimConfig
     from robosteer.sim.tasks import EVAL_SEED
 
+    config = SimConfig(image_size=image_size, cameras=policy_cameras(policy, cameras))
     return measure_policy(PolicyFactory(str(policy)), list(tasks), episodes=episodes, seed=EVAL_SEED if seed is None else seed,
-                          workers=workers, config=SimConfig(image_size=image_size), progress=False)
+                          workers=workers, config=config, progress=False)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from robosteer.config_cli import ConfigArguments
-from robosteer.sim.cameras import SINGLE_VIEW, VIEWS, check_cameras
+from robosteer.sim.cameras import VIEWS, check_cameras
 from robosteer.sim.tasks import Task
 from robosteer.sites import Head
 
@@ -48,8 +48,9 @@ class ExplainEpisodeConfig:
                                                    "action dims"})
     mask: str | None = field(default=None, metadata={"help": "a head mask JSON whose heads are starred (default: "
                                                              "a heads adapter's own heads)"})
-    cameras: tuple[str, ...] = field(default=SINGLE_VIEW, metadata={"choices": VIEWS, "help":
-        "views to render, main first; the policy must take that many (its n_views)"})
+    cameras: tuple[str, ...] | None = field(default=None, metadata={"choices": VIEWS, "help":
+        "views to render, main first; the policy must take that many (its n_views) (default: the policy's own "
+        "views, agentview,wrist for a two-view policy)"})
     image_size: int = field(default=64, metadata={"help": "square camera image side in pixels"})
 
     def __post_init__(self) -> None:
@@ -72,7 +73,8 @@ class ExplainEpisodeConfig:
             if head.tower != "llm":
                 raise ValueError(f"head {self.head!r}: only LLM heads read the action directly; name one like llm.L3H1")
             object.__setattr__(self, "head", str(head))
-        object.__setattr__(self, "cameras", check_cameras(self.cameras, "cameras"))
+        if self.cameras is not None:  # None: the policy's own views (explain_episode reads them from the model)
+            object.__setattr__(self, "cameras", check_cameras(self.cameras, "cameras"))
         if not 16 <= self.image_size <= 512:
             raise ValueError(f"image_size must be in [16, 512], got {self.image_size}")
 
@@ -196,19 +198,22 @@ def run_explained(env, task: str, seed: int, models: PolicyModels, *, horizon: i
 def explain_episode(config: ExplainEpisodeConfig, models: PolicyModels | None = None) -> ExplainedEpisode:
     """``explain_episode(ExplainEpisodeConfig(task="lift", out_dir=DIR))``: run, explain, write the viewer and its JSON.
 
-    ``models`` (``load_models(config.policy)``) may be given to reuse loaded models."""
+    ``models`` (``load_models(config.policy)``) may be given to reuse loaded models. Without ``config.cameras``
+    the episode is rendered in the policy's own views (``cameras_for_views`` of its ``n_views``)."""
     from robosteer.explanation.viewer import build_viewer, episode_json
     from robosteer.files import atomic_write_text, write_json_atomic
+    from robosteer.sim.cameras import cameras_for_views
     from robosteer.sim.env import SimConfig, make_env
 
     models = models or load_models(config.policy, config.mask)
     layout, n_views = models.vla.head_layout, int(models.vla.config.n_views)
     if config.head is not None:
         layout.validate(Head.parse(config.head))  # ValueError naming the model's heads
-    if len(config.cameras) != n_views:
-        raise ValueError(f"--cameras gives {len(config.cameras)} view(s) ({','.join(config.cameras)}); this policy "
+    cameras = config.cameras or cameras_for_views(n_views)
+    if len(cameras) != n_views:
+        raise ValueError(f"--cameras gives {len(cameras)} view(s) ({','.join(cameras)}); this policy "
                          f"takes {n_views} (its n_views)")
-    env = make_env(SimConfig(image_size=config.image_size, cameras=config.cameras))
+    env = make_env(SimConfig(image_size=config.image_size, cameras=cameras))
     try:
         rollout = run_explained(env, config.task, config.seed, models, horizon=config.steps, every=config.every,
                                 top=config.top, head=config.head, policy_name=config.policy)

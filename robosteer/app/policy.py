@@ -7,11 +7,18 @@ scripted expert; anything else is a trained VLA (``"default"``, a checkpoint fol
 The simulator never loads policies itself: it is handed a policy (``evaluate(policy, ...)``)
 or, for worker processes, a picklable zero-argument factory (``measure_policy(PolicyFactory(spec), ...)``).
 
+A policy is shown the camera views it takes: ``policy_cameras(spec)`` reads its ``n_views`` from the
+checkpoint's ``config.json`` (``policy_views``, no weights loaded) and names the views
+(``sim.cameras.cameras_for_views``: the agentview alone, or agentview then wrist); cameras the user names win,
+and are checked against the policy. ``VLAPolicy.cameras`` and ``PolicyFactory.cameras`` say the same, so
+``evaluate`` / ``measure_policy`` without a ``SimConfig`` render the policy's own views.
+
 Usage::
 
     policy = load_policy("runs/pretrain/final")          # or "default", "expert", ".../policy.json"
     action = policy(obs.image, obs.instruction, obs.proprio)
     results = measure_policy(PolicyFactory("runs/x/policy.json"), ["lift/base"], workers=2)
+    policy_cameras("runs/x/policy.json")                  # -> ("agentview", "wrist") for a two-view base
 """
 
 from __future__ import annotations
@@ -60,6 +67,14 @@ class VLAPolicy:
         self.forward_passes = 0
         self._queue: list[np.ndarray] = []
         self._pending: list[list[np.ndarray]] = []  # ensembling: _pending[j] = predictions for step t + j, oldest first
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        """The views this policy takes (``cameras_for_views`` of its ``n_views``): what ``evaluate`` renders for it
+        when given no ``SimConfig``."""
+        from robosteer.sim.cameras import cameras_for_views
+
+        return cameras_for_views(int(self.vla.config.n_views))
 
     def reset(self) -> None:
         """Called at the start of an episode: forget the rest of the current chunk."""
@@ -122,6 +137,40 @@ def read_policy_file(path: str | Path) -> tuple[str | Path, Path | None]:
     return base, (root / spec["adapter"]) if spec.get("adapter") else None
 
 
+def policy_views(spec: str | Path) -> int | None:
+    """``policy_views("runs/x/policy.json")`` -> the policy's ``n_views`` (images per observation), read from its
+    checkpoint's ``config.json`` without loading weights; ``None`` for ``"expert"`` (it reads no images).
+
+    ``spec`` is what ``load_policy`` takes: ``"default"``, a checkpoint folder, or a ``policy.json`` (its base's
+    views: an adapter changes no input)."""
+    if str(spec) == "expert":
+        return None
+    from robosteer.models.loading import _as_config  # the config.json reader load_vla uses
+
+    base = read_policy_file(spec)[0] if str(spec).endswith(".json") else spec
+    if str(base) == "default":
+        from robosteer.models.assets import default_checkpoint_dir
+
+        base = default_checkpoint_dir()
+    return int(_as_config(Path(base)).n_views)
+
+
+def policy_cameras(spec: str | Path, cameras=None) -> tuple[str, ...]:
+    """``policy_cameras(spec)`` -> the views to run policy ``spec`` with: ``cameras`` when given (checked against the
+    policy's ``n_views``: a ValueError when the counts differ), else the policy's own (``cameras_for_views``);
+    the scripted expert takes any cameras and defaults to the agentview alone."""
+    from robosteer.sim.cameras import SINGLE_VIEW, cameras_for_views, check_cameras
+
+    n_views = policy_views(spec)
+    if not cameras:
+        return SINGLE_VIEW if n_views is None else cameras_for_views(n_views)
+    cameras = check_cameras(cameras, "cameras")
+    if n_views is not None and len(cameras) != n_views:
+        raise ValueError(f"--cameras gives {len(cameras)} view(s) ({','.join(cameras)}); this policy takes {n_views} "
+                         f"(its n_views): name that many cameras, or leave --cameras out for the policy's own views")
+    return cameras
+
+
 def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key: str | None = None,
                 execute: int | None = None, ensemble: float | None = None):
     """``load_policy(checkpoint, adapter=None)``: a checkpoint folder (or ``"default"``), optionally with an
@@ -175,6 +224,11 @@ class PolicyFactory:
     def name(self) -> str:
         """What progress bars call the policy: its spec."""
         return self.spec
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        """The policy's own views (``policy_cameras``): what ``measure_policy`` renders when given no ``SimConfig``."""
+        return policy_cameras(self.spec)
 
     def __call__(self):
         if self.spec != "expert":  # the expert needs no torch

@@ -22,7 +22,8 @@ draws without one are skipped, and a task that gives no usable pair in
 and the study hand to ``circuits.discover`` for the causal scorers: the kinds of ``config.probes``,
 ``config.probe_pairs`` pairs each, on ``config.probe_task`` (default: the demonstrations' most common
 task), from the scenes of ``probe_seed(config.seed)`` on. ``discover_in_sim`` is that discovery in
-one call (what those three run).
+one call (what those three run), its probes rendered in the model's own views (``cameras_for_views`` of
+its ``n_views``: a two-view policy is probed through the agentview and the wrist).
 
 Usage::
 
@@ -165,14 +166,14 @@ def sim_probe(kind: str, task: str = "lift/base", n: int = 16, seed: int = PROBE
     return Probe(kind, tuple(pairs), kind)
 
 
-def discovery_probes(dataset, config) -> list[Probe]:
+def discovery_probes(dataset, config, cameras: tuple[str, ...] | None = None) -> list[Probe]:
     """``discover(vla, demos, config, probes=discovery_probes(demos, config))``: the sim probes of a discovery.
 
     For ``config.method`` activation or attribution: one probe per kind in ``config.probes``, of
     ``config.probe_pairs`` pairs on ``config.probe_task`` (default: the demonstrations' most common task),
-    rendered at the demonstrations' image size and with their cameras (every view a multi-camera folder
-    records) from the scenes of ``probe_seed(config.seed)`` on. For any other method: ``[]`` (nothing is
-    rendered).
+    rendered at the demonstrations' image size and with ``cameras`` (default: the demonstrations' own, every
+    view a multi-camera folder records) from the scenes of ``probe_seed(config.seed)`` on. For any other
+    method: ``[]`` (nothing is rendered).
     """
     from robosteer.circuits.config import PROBE_METHODS
 
@@ -180,13 +181,17 @@ def discovery_probes(dataset, config) -> list[Probe]:
         return []
     task = config.probe_task or Counter(dataset.tasks).most_common(1)[0][0]
     return [sim_probe(kind, task=task, n=config.probe_pairs, seed=probe_seed(config.seed),
-                      image_size=dataset.image(0).shape[0], cameras=tuple(getattr(dataset, "cameras", ())) or None)
+                      image_size=dataset.image(0).shape[0], cameras=cameras or tuple(getattr(dataset, "cameras", ())) or None)
             for kind in config.probes]
 
 
 def discover_in_sim(vla, dataset, config, out=None):
     """``discover_in_sim(vla, demos, config, out=DIR)``: ``circuits.discover.discover`` with the sim probes of
-    ``discovery_probes(dataset, config)`` (none for knn / sav / random); returns its ``DiscoveryResult``."""
+    ``discovery_probes(dataset, config)`` (none for knn / sav / random), rendered in the views ``vla`` takes;
+    returns its ``DiscoveryResult``."""
+    from robosteer.circuits.config import PROBE_METHODS
     from robosteer.circuits.discover import discover
+    from robosteer.sim.cameras import cameras_for_views
 
-    return discover(vla, dataset, config, out=out, probes=discovery_probes(dataset, config))
+    cameras = cameras_for_views(int(vla.config.n_views)) if config.method in PROBE_METHODS else None
+    return discover(vla, dataset, config, out=out, probes=discovery_probes(dataset, config, cameras))

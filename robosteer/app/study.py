@@ -33,6 +33,7 @@ from pathlib import Path
 
 from robosteer.app.experiment import STEERING_STEPS
 from robosteer.config_cli import ConfigArguments, field_default
+from robosteer.sim.cameras import VIEWS
 from robosteer.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,9 @@ class StudyConfig:
         "help": "pretraining tasks on which what each policy keeps is measured"})
     retention_episodes: int = field(default=20, metadata={"help": "evaluation episodes on each retention task"})
     workers: int = field(default=2, metadata={"help": "simulator processes for collection and evaluation"})
+    cameras: tuple[str, ...] | None = field(default=None, metadata={"choices": VIEWS, "help":
+        "views the policies see, main first: the demonstrations, probes and evaluations (default: the base "
+        "policy's own views, agentview,wrist for a two-view policy)"})
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in STUDY_METHODS]
@@ -118,6 +122,17 @@ class StudyConfig:
         if min(self.seeds) < 0 or self.demo_seed(max(self.seeds)) + self.demos > EVAL_SEED:
             raise ValueError(f"study seeds must be >= 0 and keep the demonstration seeds (seed x demos onwards) below "
                              f"the evaluation seeds ({EVAL_SEED:,}); got seeds {self.seeds} with {self.demos} demos")
+        if self.cameras is not None:
+            from robosteer.sim.cameras import check_cameras
+
+            object.__setattr__(self, "cameras", check_cameras(self.cameras, "StudyConfig.cameras"))
+
+    def views(self) -> tuple[str, ...]:
+        """The cameras of every collection and evaluation: ``cameras``, checked against the base policy's
+        ``n_views``, else the policy's own (``app.policy.policy_cameras``; read from its config.json)."""
+        from robosteer.app.policy import policy_cameras
+
+        return policy_cameras(self.policy, self.cameras)
 
     def demo_seed(self, seed: int) -> int:
         """The first expert seed of a study seed's demonstrations (``experiment.first_demo_seed``)."""
@@ -171,12 +186,14 @@ def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResu
     if path.is_file():
         return CellResult(**read_json(path, "study cell"))
     cell = CellResult(task, method, seed, target={}, settings={"demos": 0})
-    policy = config.policy if method in SEEDLESS_METHODS else _adapt(config, cell)
-    cell.target = _summary(evaluate_policy(policy, [task], config.episodes, config.workers)[task])
+    views = config.views()  # a mismatch with the base policy stops the cell before anything is collected
+    policy = config.policy if method in SEEDLESS_METHODS else _adapt(config, cell, views)
+    cell.target = _summary(evaluate_policy(policy, [task], config.episodes, config.workers, cameras=views)[task])
     if policy == config.policy:  # the base policy: measured once per study
         cell.retention = base_retention(config, list(config.retention_tasks))
     else:
-        kept = evaluate_policy(policy, list(config.retention_tasks), config.retention_episodes, config.workers)
+        kept = evaluate_policy(policy, list(config.retention_tasks), config.retention_episodes, config.workers,
+                               cameras=views)
         cell.retention = {t: _summary(r) for t, r in kept.items()}
     write_json_atomic(path, asdict(cell), newline=False)
     return cell
@@ -190,8 +207,9 @@ def recorded_settings(train: TrainConfig, lora, warmup_fraction: float) -> dict:
             "seed": train.seed, "lora_r": lora.r, "lora_alpha": lora.alpha}
 
 
-def _adapt(config: StudyConfig, cell: CellResult) -> str:
-    """Collect the cell's demonstrations, select heads, finetune; fills ``cell``'s cost fields; the policy's path."""
+def _adapt(config: StudyConfig, cell: CellResult, views: tuple[str, ...]) -> str:
+    """Collect the cell's demonstrations (seen by ``views``), select heads, finetune; fills ``cell``'s cost fields;
+    the policy's path."""
     from robosteer.app.experiment import WARMUP_FRACTION, collect_demos, finetune, steering_config
     from robosteer.app.sim_probes import discover_in_sim
     from robosteer.circuits.config import DiscoverConfig
@@ -206,7 +224,7 @@ def _adapt(config: StudyConfig, cell: CellResult) -> str:
     first = config.demo_seed(seed)
     cell.settings = {**recorded_settings(train, lora, WARMUP_FRACTION), "demos": config.demos,
                      "demo_seeds": [first, first + config.demos - 1]}
-    demos = collect_demos(task, config.demos, work / "demos", seed=first, workers=config.workers)
+    demos = collect_demos(task, config.demos, work / "demos", seed=first, workers=config.workers, cameras=views)
     base = load_vla(config.policy)
     discovery = DiscoverConfig(method=arm.selector, top_k=config.top_k, seed=seed)
     found = discover_in_sim(base, demos, discovery, out=work / f"heads-{arm.selector}")
@@ -238,7 +256,7 @@ def base_retention(config: StudyConfig, pretrain: list[str]) -> dict:
                 set(pretrain) <= set(saved["retention"]):  # measured on these tasks (and maybe more)
             return {t: saved["retention"][t] for t in pretrain}
         log.warning("%s was measured with other settings (%s); measuring again", path, saved.get("key"))
-    kept = evaluate_policy(config.policy, pretrain, config.retention_episodes, config.workers)
+    kept = evaluate_policy(config.policy, pretrain, config.retention_episodes, config.workers, cameras=config.views())
     retention = {t: _summary(r) for t, r in kept.items()}
     write_json_atomic(path, {"key": key, "retention": retention}, newline=False)
     return retention

@@ -5,7 +5,7 @@ A thin layer over tasks.py, collect.py and evaluate.py; ``collect``'s flags are 
 module level, so ``robosteer --help`` never loads MuJoCo or numpy. ``register`` adds
 ``tasks`` and ``collect``; ``evaluate`` runs policies the simulator does not load itself, so
 it is added by ``register_evaluate`` from the layer that loads them, which says how ``--policy``
-becomes a policy.
+becomes a policy and which views it takes (what ``--cameras`` defaults to).
 """
 
 from __future__ import annotations
@@ -21,14 +21,23 @@ COLLECT_ARGUMENTS = ConfigArguments(CollectConfig, exclude=("tasks",))
 # evaluate's --cameras: the same field, the views the policy is shown (with several, a tuple of images per step)
 VIEW_ARGUMENTS = ConfigArguments(CollectConfig, only=("cameras",), helps={
     "cameras": "views to render, main first: agentview,wrist gives the policy both, videos side by side "
-               "(default: the agentview alone)"})
+               "(default: the policy's own views, the agentview alone for a one-view policy or the expert)"})
 
 
-def _sim_config(args):
+def _named_or_single(spec: str, cameras: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The views of a policy whose own the simulator cannot know: the named ones, else the agentview."""
     from .cameras import SINGLE_VIEW
+
+    return cameras or SINGLE_VIEW
+
+
+def _sim_config(args, policy_cameras):
+    """The ``SimConfig`` of ``args``: ``policy_cameras(spec, cameras)`` gives the views (the named ones, checked
+    against the policy, or the policy's own when ``--cameras`` is not given)."""
     from .env import SimConfig
 
-    return SimConfig(image_size=args.image_size, cameras=VIEW_ARGUMENTS.values(args)["cameras"] or SINGLE_VIEW)
+    cameras = policy_cameras(args.policy, VIEW_ARGUMENTS.values(args)["cameras"])
+    return SimConfig(image_size=args.image_size, cameras=cameras)
 
 
 def _task_names(args) -> list[str]:
@@ -86,18 +95,20 @@ def cmd_collect(args) -> int:
     return 0
 
 
-def cmd_evaluate(args, load_policy, policy_factory) -> int:
+def cmd_evaluate(args, load_policy, policy_factory, policy_cameras=None) -> int:
     """``load_policy(spec, **execution)``: the policy run in this process; ``policy_factory(spec, **execution)``: a
     picklable zero-argument factory of it, called once in each worker process (with ``--workers`` > 1).
-    ``execution`` holds ``execute`` / ``ensemble`` when given (how a chunk policy runs its chunks)."""
+    ``execution`` holds ``execute`` / ``ensemble`` when given (how a chunk policy runs its chunks).
+    ``policy_cameras(spec, cameras)``: the views to render (``cameras`` is None without ``--cameras``)."""
     from .evaluate import evaluate
 
+    config = _sim_config(args, policy_cameras or _named_or_single)
     execution = {k: v for k, v in (("execute", args.execute), ("ensemble", args.ensemble)) if v is not None}
     if args.workers > 1 and not args.video_dir and args.horizon is None:
         from .collect import measure_policy
 
         results = measure_policy(policy_factory(args.policy, **execution), _task_names(args), episodes=args.episodes, seed=args.seed,
-                                 workers=args.workers, config=_sim_config(args))
+                                 workers=args.workers, config=config)
         for result in results.values():
             print(result.summary())
             if args.per_episode:
@@ -111,7 +122,7 @@ def cmd_evaluate(args, load_policy, policy_factory) -> int:
             episodes=args.episodes,
             seed=args.seed,
             horizon=args.horizon,
-            config=_sim_config(args),
+            config=config,
             video_dir=args.video_dir,
             video_format=args.video_format,
         )
@@ -148,9 +159,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_collect)
 
 
-def register_evaluate(subparsers, *, load_policy, policy_factory, policy_help: str) -> None:
-    """Add ``robosteer evaluate``; ``load_policy`` and ``policy_factory`` turn ``--policy`` into a policy
-    (see ``cmd_evaluate``), ``policy_help`` describes the specs they accept."""
+def register_evaluate(subparsers, *, load_policy, policy_factory, policy_help: str, policy_cameras=None) -> None:
+    """Add ``robosteer evaluate``; ``load_policy`` and ``policy_factory`` turn ``--policy`` into a policy and
+    ``policy_cameras`` names its views (see ``cmd_evaluate``; without it, the agentview unless ``--cameras``),
+    ``policy_help`` describes the specs they accept."""
     p = subparsers.add_parser("evaluate", help="closed-loop success rate of a policy")
     from .tasks import EVAL_SEED
 
@@ -166,4 +178,5 @@ def register_evaluate(subparsers, *, load_policy, policy_factory, policy_help: s
     p.add_argument("--video-format", choices=("gif", "mp4"), default="gif")
     VIEW_ARGUMENTS.add_to(p)
     p.add_argument("--per-episode", action="store_true", help="print the per-episode records")
-    p.set_defaults(func=functools.partial(cmd_evaluate, load_policy=load_policy, policy_factory=policy_factory))
+    p.set_defaults(func=functools.partial(cmd_evaluate, load_policy=load_policy, policy_factory=policy_factory,
+                                          policy_cameras=policy_cameras))

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 from tqdm.auto import tqdm
 
 from ..data.demo_format import DemoWriter
+from .cameras import own_cameras
 from .collect_config import CollectConfig
 from .env import SimConfig, make_env
 from .evaluate import EpisodeRecord, EvalResult
@@ -151,12 +152,14 @@ def measure_policy(policy_factory: PolicyFactory, tasks, *, episodes: int = 50, 
     """``measure_policy(ScriptedExpert, ["lift/base"], episodes=50, workers=2)``: success per task.
 
     ``policy_factory`` is a picklable zero-argument callable returning a policy; each worker process
-    (or this process, with one worker) calls it once. Its ``name`` attribute, if any, labels the progress bar.
+    (or this process, with one worker) calls it once. Its ``name`` attribute, if any, labels the progress bar;
+    without ``config`` the views rendered are those its ``cameras`` attribute names (``cameras.own_cameras``).
     """
     _check_factory(policy_factory)
     jobs = [(str(Task.parse(t)), seed + k) for t in tasks for k in range(episodes)]
     results: dict[str, EvalResult] = {}
-    for ep in run_expert_episodes(jobs, config or SimConfig(), workers=workers, progress=progress,
+    config = config or SimConfig(cameras=own_cameras(policy_factory))
+    for ep in run_expert_episodes(jobs, config, workers=workers, progress=progress,
                                   desc=f"success of {_policy_name(policy_factory)}", policy_factory=policy_factory):
         _record(results, ep)
     return results

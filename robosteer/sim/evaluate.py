@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..intervals import wilson_interval
+from .cameras import own_cameras
 from .env import SimConfig, make_env
 from .rollout import run_episode
 from .tasks import EVAL_SEED, Task
@@ -95,7 +96,8 @@ def evaluate(
 
     ``policy(image, instruction, proprio) -> (7,)`` action; ``reset()`` and ``attach(env)``
     are called per episode when the policy has them (with several cameras ``image`` is the tuple of
-    views, see ``rollout.py``). Pass ``env`` to reuse one.
+    views, see ``rollout.py``). Pass ``env`` to reuse one. Without ``config`` (and ``env``) the views
+    rendered are the policy's own (``cameras.own_cameras``: its ``cameras`` attribute, else the agentview).
     """
     task = Task.parse(task)
     if episodes <= 0:
@@ -103,7 +105,7 @@ def evaluate(
     if video_format not in ("gif", "mp4"):
         raise ValueError(f"video_format must be 'gif' or 'mp4', got {video_format!r}")
     own_env = env is None
-    env = env or make_env(config or SimConfig())
+    env = env or make_env(config or SimConfig(cameras=own_cameras(policy)))
     result = EvalResult(str(task))
     video_root = Path(video_dir) if video_dir else None
     if video_root:
