@@ -23,7 +23,8 @@ from pathlib import Path
 from robosteer.files import atomic_write_text
 from robosteer.app.sim_probes import discover_in_sim
 from robosteer.circuits.config import DiscoverConfig
-from robosteer.app.experiment import collect_demos, evaluate_policy, finetune, first_demo_seed, steering_config
+from robosteer.app.experiment import (collect_demos, evaluate_policy, finetune, first_demo_seed, steering_config,
+                                      token_actions)
 from robosteer.app.policy import policy_cameras
 from robosteer.app.study import StudyConfig
 from robosteer.circuits.config import METHODS
@@ -90,8 +91,8 @@ def main() -> None:
     print("   selected:", ", ".join(str(h) for h in found.mask.heads))
     print("   head-map:", found.files["headmap"])
 
-    configs = {m: steering_config(out / m, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-               for m in ("heads", "lora")}
+    configs = {m: steering_config(out / m, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                  action_tokens=token_actions(args.policy)) for m in ("heads", "lora")}
     print(f"[3/4] finetuning heads and LoRA ({configs['heads'].steps} steps, batch {configs['heads'].batch_size})")
     cells = {m: finetune(args.policy, demos, m, config, mask=found.mask) for m, config in configs.items()}
 

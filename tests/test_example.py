@@ -44,7 +44,7 @@ def test_runs_end_to_end_on_every_heldout_task(tmp_path, task):
 
 @pytest.mark.slow
 def test_runs_a_two_view_policy_without_cameras(tmp_path):
-    """The main job on a tiny two-view base (action tokens: the steering schedule smooths token labels), no
+    """The main job on a tiny base of the next default's shape (two views, continuous actions, FiLM), no
     --cameras: the demonstrations are recorded in both views and every policy is evaluated in them."""
     from robosteer.data.dataset import DemoDataset
     from robosteer.models.loading import build_vla_from_config
@@ -52,7 +52,8 @@ def test_runs_a_two_view_policy_without_cameras(tmp_path):
     from .train_helpers import tiny_train_vla
 
     base = tiny_train_vla()
-    build_vla_from_config(base.config.replace(n_views=2), tokenizer=base.tokenizer, seed=1).save_pretrained(
+    shape = dict(n_views=2, action_head="l1-regression", normalization="bounds_q99", use_film=True)
+    build_vla_from_config(base.config.replace(**shape), tokenizer=base.tokenizer, seed=1).save_pretrained(
         tmp_path / "base")
     out = run_example("--policy", str(tmp_path / "base"), "--task", "lift", "--variation", "paraphrase", "--demos", "2",
                       "--steps", "2", "--episodes", "1", "--workers", "1", "--batch-size", "4", "--top-k", "2",

@@ -171,12 +171,12 @@ def test_discovery_probes_render_the_models_views(two_view, monkeypatch):
 
 def test_a_study_cell_collects_trains_and_evaluates_in_the_policys_views(two_view, seen, tmp_path):
     """One real heads cell on a two-view base, no cameras named: two-view demonstrations, heads found and trained
-    on them, and every evaluation step of the finetuned policy shown both views. The base predicts action tokens:
-    the study's schedule smooths action-token labels (``steering_config``), which a regression head refuses."""
+    on them, and every evaluation step of the finetuned policy shown both views. The base has the next default's
+    shape (continuous actions, FiLM): the schedule does not smooth labels it does not have."""
     from robosteer.app.study import StudyConfig, run_cell
     from robosteer.data.dataset import DemoDataset
 
-    base = save_tiny(tmp_path, n_views=2)
+    base = save_tiny(tmp_path, n_views=2, action_head="l1-regression", normalization="bounds_q99", use_film=True)
     config = StudyConfig(out_dir=str(tmp_path), policy=str(base), tasks=("lift/base",), methods=("heads-knn",),
                          seeds=(0,), demos=2, top_k=2, steps=2, batch_size=4, episodes=1, retention_tasks=("lift/base",),
                          retention_episodes=1, workers=1)
@@ -184,7 +184,18 @@ def test_a_study_cell_collects_trains_and_evaluates_in_the_policys_views(two_vie
     cell = run_cell(config, "lift/base", "heads-knn", 0)
     assert DemoDataset(tmp_path / "work" / "lift_base" / "seed0" / "demos").cameras == TWO
     assert len(cell.heads) == 2 and cell.trainable_params > 0 and cell.target["episodes"] == 1
+    assert cell.settings["label_smoothing"] == 0.0
     assert len(seen) == 2 * 60 and set(seen) == {2}  # target and retention: lift's 60-step horizon each
     with pytest.raises(ValueError, match="this policy takes 2"):
         run_cell(StudyConfig(out_dir=str(tmp_path / "x"), policy=str(two_view), cameras=SINGLE_VIEW, seeds=(0,)),
                  "lift/base", "heads-knn", 0)
+
+
+def test_the_steering_schedule_smooths_only_token_labels(two_view, tmp_path):
+    from robosteer.app.experiment import steering_config, token_actions
+    from robosteer.app.policy import write_policy_file
+
+    assert token_actions("default") and token_actions("expert") and not token_actions(two_view)
+    assert not token_actions(write_policy_file(tmp_path / "policy.json", two_view))  # through a policy file
+    assert steering_config(tmp_path).label_smoothing == 1.0
+    assert steering_config(tmp_path, action_tokens=False).label_smoothing == 0.0

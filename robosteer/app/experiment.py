@@ -44,11 +44,12 @@ WARMUP_FRACTION = 0.1  # the steering schedule warms up linearly over this fract
 
 
 def steering_config(out_dir: str | Path, steps: int = STEERING_STEPS, warmup_fraction: float = WARMUP_FRACTION,
-                    **changes: Any) -> TrainConfig:
+                    action_tokens: bool = True, **changes: Any) -> TrainConfig:
     """``steering_config("runs/x/heads", steps=300, seed=1)`` -> the ``TrainConfig`` every method trains on.
 
     The comparison is fair only if every method shares it: cosine schedule with warm-up over
-    ``warmup_fraction`` of the steps, AdamW betas (0.9, 0.95), label smoothing of one action bin,
+    ``warmup_fraction`` of the steps, AdamW betas (0.9, 0.95), label smoothing of one action bin (none for a
+    policy with continuous actions: ``action_tokens=False``, see :func:`token_actions`),
     augmentation without crop or hue shift (object positions and colours name the target), a
     checkpoint every quarter (at least 50 steps), a metrics row every twentieth; otherwise
     ``TrainConfig``'s defaults (batch 16, lr 5e-4), which ``changes`` override (``batch_size=``, ``lr=``,
@@ -59,10 +60,20 @@ def steering_config(out_dir: str | Path, steps: int = STEERING_STEPS, warmup_fra
     if not 0.0 <= warmup_fraction < 1.0:
         raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
     config = TrainConfig(out_dir=str(out_dir), steps=steps, schedule="cosine",
-                         warmup_steps=int(warmup_fraction * steps), betas=(0.9, 0.95), label_smoothing=1.0,
+                         warmup_steps=int(warmup_fraction * steps), betas=(0.9, 0.95),
+                         label_smoothing=1.0 if action_tokens else 0.0,
                          augment=True, augment_crop_scale=1.0, augment_hue=0.0, ckpt_every=max(50, steps // 4),
                          log_every=max(1, steps // 20), progress=False)
     return config.replace(**changes) if changes else config
+
+
+def token_actions(policy: str | Path) -> bool:
+    """Whether ``policy`` (``"default"``, a folder, a ``policy.json``) predicts 256-bin action tokens, whose
+    targets ``steering_config`` smooths, rather than continuous actions through a regression head."""
+    from robosteer.app.policy import policy_config
+
+    config = policy_config(policy)
+    return config is None or not config.parallel_decoding
 
 
 @dataclass

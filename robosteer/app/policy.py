@@ -137,12 +137,12 @@ def read_policy_file(path: str | Path) -> tuple[str | Path, Path | None]:
     return base, (root / spec["adapter"]) if spec.get("adapter") else None
 
 
-def policy_views(spec: str | Path) -> int | None:
-    """``policy_views("runs/x/policy.json")`` -> the policy's ``n_views`` (images per observation), read from its
-    checkpoint's ``config.json`` without loading weights; ``None`` for ``"expert"`` (it reads no images).
+def policy_config(spec: str | Path):
+    """``policy_config("runs/x/policy.json")`` -> the ``VLAConfig`` of the policy's checkpoint, read from its
+    ``config.json`` without loading weights; ``None`` for ``"expert"``.
 
     ``spec`` is what ``load_policy`` takes: ``"default"``, a checkpoint folder, or a ``policy.json`` (its base's
-    views: an adapter changes no input)."""
+    config: an adapter changes no input or output)."""
     if str(spec) == "expert":
         return None
     from robosteer.models.loading import _as_config  # the config.json reader load_vla uses
@@ -152,7 +152,14 @@ def policy_views(spec: str | Path) -> int | None:
         from robosteer.models.assets import default_checkpoint_dir
 
         base = default_checkpoint_dir()
-    return int(_as_config(Path(base)).n_views)
+    return _as_config(Path(base))
+
+
+def policy_views(spec: str | Path) -> int | None:
+    """``policy_views(spec)`` -> the policy's ``n_views`` (images per observation, :func:`policy_config`); ``None``
+    for ``"expert"`` (it reads no images)."""
+    config = policy_config(spec)
+    return None if config is None else int(config.n_views)
 
 
 def policy_cameras(spec: str | Path, cameras=None) -> tuple[str, ...]:

@@ -210,7 +210,7 @@ def recorded_settings(train: TrainConfig, lora, warmup_fraction: float) -> dict:
 def _adapt(config: StudyConfig, cell: CellResult, views: tuple[str, ...]) -> str:
     """Collect the cell's demonstrations (seen by ``views``), select heads, finetune; fills ``cell``'s cost fields;
     the policy's path."""
-    from robosteer.app.experiment import WARMUP_FRACTION, collect_demos, finetune, steering_config
+    from robosteer.app.experiment import WARMUP_FRACTION, collect_demos, finetune, steering_config, token_actions
     from robosteer.app.sim_probes import discover_in_sim
     from robosteer.circuits.config import DiscoverConfig
     from robosteer.models import load_vla
@@ -219,7 +219,8 @@ def _adapt(config: StudyConfig, cell: CellResult, views: tuple[str, ...]) -> str
     task, method, seed = cell.task, cell.method, cell.seed
     arm = ARMS[method]
     work = Path(config.out_dir) / "work" / task.replace("/", "_") / f"seed{seed}"
-    train = steering_config(work / method, steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=seed)
+    train = steering_config(work / method, steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=seed,
+                            action_tokens=token_actions(config.policy))
     lora = LoraSettings()
     first = config.demo_seed(seed)
     cell.settings = {**recorded_settings(train, lora, WARMUP_FRACTION), "demos": config.demos,
