@@ -1,13 +1,14 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   install into .venv and run the main job
 #   make test   install into .venv and run the default test suite
+#   make notebook   re-execute notebooks/explore_heads.ipynb and save it with its outputs
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: install test test-slow demo clean
+.PHONY: install test test-slow demo notebook clean
 
 install:
 	@bash scripts/install.sh
@@ -20,6 +21,9 @@ test-slow: install
 
 demo: install
 	$(PY) examples/franka_finetune.py
+
+notebook: install
+	$(PY) scripts/refresh_notebook.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -10,7 +10,9 @@
   per column (method or probe), plus a ``a − b`` row;
 - ``save_html(fig, path)``: an HTML page that loads ``plotly.min.js`` from its own folder
   (written there once, shared by every page in it; opens offline); ``self_contained=True``
-  embeds plotly.js instead, for one file to send. Written atomically.
+  embeds plotly.js instead, for one file to send. Written atomically;
+- ``notebook_renderer()``: figures shown in a notebook also carry a static PNG (kaleido), so a
+  notebook saved with its outputs shows them on GitHub, nbviewer and ``jupyter nbconvert`` too.
 
 Colours: a sequential scale (bright = important) for one-signed scores, a diverging
 ``RdBu`` centred on 0 with a symmetric range for scores of both signs (patching scores,
@@ -20,6 +22,7 @@ they render in Jupyter as they are. plotly is imported inside the functions (the
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +31,7 @@ import numpy as np
 from robosteer.files import atomic_write_text
 from robosteer.sites import Head
 
+log = logging.getLogger(__name__)
 _SEQUENTIAL = "Viridis"
 _DIVERGING = "RdBu"  # plotly's RdBu runs red (low) to blue (high)
 _ROW_PX, _GAP_PX = 300, 110  # compare_maps: plot height per row, and the room between rows for axis and panel titles
@@ -97,8 +101,8 @@ def _provenance(scores, mask_count: int) -> str:
         parts.append(f"policy {policy}" + (f" ({model})" if model else ""))
     elif model:
         parts.append(model)
-    if scores.data:
-        parts.append(scores.data)
+    if scores.data:  # merged scores join their sources' data with "; ": activation and attribution share theirs
+        parts.append("; ".join(dict.fromkeys(scores.data.split("; "))))
     elif scores.meta.get("n_frames"):
         parts.append(f"{scores.meta['n_frames']} frames from {scores.meta.get('n_episodes', '?')} episodes")
     if mask_count:
@@ -283,3 +287,145 @@ def save_html(fig, path: str | Path, self_contained: bool = False) -> Path:
             atomic_write_text(script, bundle)
     return atomic_write_text(path, fig.to_html(include_plotlyjs=True if self_contained else "directory",
                                                full_html=True, div_id=div_id))
+
+
+PNG_RENDERER = "robosteer_png"  # notebook_renderer's plotly renderer: each figure's PNG copy
+_PNG_ATTEMPTS = 3  # kaleido now and then reads its page before the page has loaded: retried
+_KALEIDO_TIMEOUT_S = 120  # one browser call; a hung browser must not hang the notebook
+
+
+def notebook_renderer(static: bool = True, width: int = 960) -> str:
+    """``notebook_renderer()`` -> the plotly renderer it made the default: ``"plotly_mimetype+robosteer_png"``
+    or ``"plotly_mimetype"``.
+
+    In a notebook saved with its outputs, a figure that carries only plotly's mimetype shows only where plotly.js
+    runs (Jupyter); GitHub, nbviewer and ``jupyter nbconvert`` show nothing for it. With ``static`` (default) and
+    kaleido able to render here (installed, with a Chrome or Chromium it finds on ``PATH`` or through
+    ``BROWSER_PATH``), every figure's output carries a PNG copy (``width`` pixels wide, the figure's own height)
+    beside the interactive figure, which those show. Otherwise figures keep the plotly mimetype alone, with a
+    logged warning saying why; a single figure that kaleido fails to draw does too. It never embeds a copy of
+    plotly.js in the notebook.
+    """
+    import plotly.io as pio
+
+    name = "plotly_mimetype"
+    if static:
+        missing = _static_images_unavailable()
+        if missing is None:
+            pio.renderers[PNG_RENDERER] = _png_renderer(width)
+            name += f"+{PNG_RENDERER}"
+        else:
+            log.warning("figures get no static PNG copy (GitHub and nbconvert will not show them): %s", missing)
+    pio.renderers.default = name
+    return name
+
+
+class _Kaleido:
+    """One kaleido browser (headless Chrome/Chromium) for every PNG of the process, on its own event-loop thread.
+
+    ``plotly.io.to_image`` starts a browser per figure, and on this busy 2-core machine kaleido 1.5 often read its
+    page before the page had loaded (``ReferenceError: kaleido_scopes is not defined``: 3 of 6 calls in one
+    measurement); one browser opened once, whose tab kaleido reloads between figures, failed in none of 10. Every
+    call has a timeout; the browser closes when the process exits.
+    """
+
+    def __init__(self) -> None:
+        import asyncio
+        import atexit
+        import threading
+
+        import kaleido
+
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="robosteer-kaleido", daemon=True).start()
+        try:
+            self._kaleido = self._call(self._open(kaleido))
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            raise
+        atexit.register(self.close)
+
+    @staticmethod
+    async def _open(kaleido):
+        browser = kaleido.Kaleido(mathjax=False)  # the figures use no LaTeX: no MathJax fetched from a CDN
+        await browser.open()
+        return browser
+
+    def _call(self, coroutine):
+        import asyncio
+
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(_KALEIDO_TIMEOUT_S)
+        except BaseException:
+            future.cancel()
+            raise
+
+    def png(self, fig_dict: dict, width: int | None = None, height: int | None = None) -> bytes:
+        """The figure as PNG bytes: ``width`` x ``height`` pixels, by default the figure's own or 700 x 500."""
+        layout = fig_dict.get("layout") or {}
+        opts = dict(format="png", width=width or layout.get("width") or 700, height=height or layout.get("height") or 500)
+        error: Exception | None = None
+        for _ in range(_PNG_ATTEMPTS):
+            try:
+                return self._call(self._kaleido.calc_fig(fig_dict, opts=opts))
+            except Exception as err:  # kaleido raises several types (a page race, a dead browser, a timeout)
+                error = err
+        raise error
+
+    def close(self) -> None:
+        """Close the browser (also done at exit); one that will not close is left to the end of the process."""
+        if self._kaleido is None:
+            return
+        browser, self._kaleido = self._kaleido, None
+        try:
+            self._call(browser.close())
+        except Exception as err:
+            log.debug("kaleido's browser did not close cleanly: %s", _why(err))
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+_BROWSER: _Kaleido | None = None
+
+
+def _why(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+def _png_renderer(width: int):
+    """A plotly renderer (a ``MimetypeRenderer``) adding the figure's PNG to its output, or nothing (logged)."""
+    import base64
+
+    from plotly.io.base_renderers import MimetypeRenderer
+
+    class StaticPNG(MimetypeRenderer):
+        def to_mimebundle(self, fig_dict):
+            try:
+                png = _BROWSER.png(fig_dict, width=width)
+            except Exception as err:
+                log.warning("this figure gets no static PNG copy: kaleido failed (%s)", _why(err))
+                return {}
+            return {"image/png": base64.b64encode(png).decode("ascii")}
+
+    return StaticPNG()
+
+
+def _static_images_unavailable() -> str | None:
+    """Why kaleido cannot render a PNG here, or None when it can (it opens the browser and draws a tiny figure)."""
+    global _BROWSER
+    try:
+        import kaleido  # noqa: F401  (plotly's static image engine, the notebook extra)
+    except ImportError:
+        return "kaleido is not installed (pip install 'robosteer[notebook]')"
+    try:
+        if _BROWSER is None:
+            _BROWSER = _Kaleido()
+        _BROWSER.png({"data": [], "layout": {}}, width=8, height=8)
+    except Exception as err:  # no Chrome/Chromium, or one that cannot start: any reason means no PNGs
+        if _BROWSER is not None:
+            _BROWSER.close()
+            _BROWSER = None
+        return f"kaleido cannot render ({_why(err)})"
+    return None

@@ -4,6 +4,9 @@ sequential or diverging colours, HTML pages sharing one plotly.js (or self-conta
 from __future__ import annotations
 
 import re
+import shutil
+import struct
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ pytest.importorskip("plotly")
 from robosteer.circuits.scores import HeadScores  # noqa: E402
 from robosteer.masks import HeadMask  # noqa: E402
 from robosteer.sites import HeadLayout  # noqa: E402
-from robosteer.viz import compare_maps, head_map, save_html  # noqa: E402
+from robosteer.viz import compare_maps, head_map, notebook_renderer, save_html  # noqa: E402
 
 LAYOUT = HeadLayout({"llm": (4, 6), "dino": (3, 2)})
 
@@ -102,6 +105,13 @@ def test_the_default_title_says_what_the_score_means_and_where_it_came_from(tmp_
     for part in ("task push/paraphrase", "policy default (model 0123456789)", "300 frames from 20 episodes"):
         assert part in subtitle
     assert head_map(s, "knn", title="mine", subtitle="").layout.title.text == "mine"
+    # merged scores repeat a data line each scorer of the same probe wrote (activation and attribution): said once
+    probe = {"data": "12 probe pairs (visual)", "layout": LAYOUT, "probe": "visual"}
+    merged = HeadScores.merge(s, HeadScores(s.heads, {"activation:visual": s.values("knn")}, {"activation:visual": True},
+                                            method="activation", **probe),
+                              HeadScores(s.heads, {"attribution:visual": s.values("err")}, {"attribution:visual": True},
+                                         method="attribution", **probe))
+    assert compare_maps(merged, ["knn", "activation:visual"]).layout.title.text.count("12 probe pairs (visual)") == 1
     patching = HeadScores(s.heads, {"attribution:visual": np.linspace(-1, 1, len(s))}, {"attribution:visual": True},
                           layout=LAYOUT, method="attribution", probe="visual")
     title = head_map(patching).layout.title.text
@@ -189,3 +199,83 @@ def test_the_same_figure_writes_the_same_html(tmp_path):
     other = save_html(head_map(scores(), mask=HeadMask.select(scores(), k=2)), tmp_path / "c.html")
     ids = [re.search(r'<div id="([^"]+)" class="plotly-graph-div"', p.read_text()).group(1) for p in (first, other)]
     assert ids[0] != ids[1]  # two different figures inlined into one notebook page keep their own elements
+
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+@pytest.fixture
+def renderers():
+    """plotly's renderer settings, restored after the test (notebook_renderer changes them for the process)."""
+    import plotly.io as pio
+
+    default = pio.renderers.default
+    yield pio.renderers
+    pio.renderers.default = default
+
+
+def test_notebook_figures_keep_the_plotly_figure_alone_where_kaleido_is_absent(renderers, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "kaleido", None)  # `import kaleido` raises ImportError
+    assert notebook_renderer() == "plotly_mimetype" == renderers.default
+    assert "kaleido is not installed" in caplog.text
+    assert set(head_map(scores())._repr_mimebundle_()) == {PLOTLY_MIME}  # and no 4.8 MB plotly.js in text/html
+    caplog.clear()
+    assert notebook_renderer(static=False) == "plotly_mimetype" and not caplog.text  # asked for none: no warning
+
+
+def test_notebook_figures_carry_a_png_beside_the_plotly_figure_where_kaleido_renders(renderers):
+    pytest.importorskip("kaleido")
+    if not (shutil.which("chromium") or shutil.which("google-chrome") or shutil.which("chrome")):
+        pytest.skip("no Chrome or Chromium for kaleido")
+    assert notebook_renderer(width=900) == "plotly_mimetype+robosteer_png" == renderers.default
+    bundle = head_map(scores())._repr_mimebundle_()
+    assert set(bundle) == {PLOTLY_MIME, "image/png"}  # one output: interactive in Jupyter, the PNG elsewhere
+    import base64
+
+    png = base64.b64decode(bundle["image/png"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    assert (width, height) == (900, head_map(scores()).layout.height)
+
+
+def test_a_figure_kaleido_fails_to_draw_keeps_the_plotly_figure_and_says_why(renderers, monkeypatch, caplog):
+    import robosteer.viz as viz
+
+    class Broken:
+        def png(self, fig_dict, width=None, height=None):
+            raise RuntimeError("ReferenceError: kaleido_scopes is not defined")
+
+    monkeypatch.setattr(viz, "_static_images_unavailable", lambda: None)  # as if kaleido worked here
+    monkeypatch.setattr(viz, "_BROWSER", Broken())
+    assert notebook_renderer() == "plotly_mimetype+robosteer_png"
+    assert set(head_map(scores())._repr_mimebundle_()) == {PLOTLY_MIME}  # the interactive figure, and the cell runs on
+    assert "kaleido_scopes is not defined" in caplog.text
+
+
+def test_kaleido_calls_that_fail_are_retried_at_the_figures_size():
+    import asyncio
+
+    import robosteer.viz as viz
+
+    class Flaky:  # kaleido reading its page before it has loaded, twice
+        def __init__(self):
+            self.calls = []
+
+        async def calc_fig(self, fig, opts):
+            self.calls.append(opts)
+            if len(self.calls) < viz._PNG_ATTEMPTS:
+                raise RuntimeError("ReferenceError: kaleido_scopes is not defined")
+            return b"png"
+
+    browser = viz._Kaleido.__new__(viz._Kaleido)  # no browser: the calls run here
+    browser._call, browser._kaleido = asyncio.run, Flaky()
+    assert browser.png({"data": [], "layout": {"height": 300}}, width=900) == b"png"
+    assert browser._kaleido.calls == [dict(format="png", width=900, height=300)] * viz._PNG_ATTEMPTS
+
+    class Dead:
+        async def calc_fig(self, fig, opts):
+            raise RuntimeError("the browser is gone")
+
+    browser._kaleido = Dead()
+    with pytest.raises(RuntimeError, match="the browser is gone"):  # notebook_renderer's figures then log and go on
+        browser.png({"data": [], "layout": {}})
