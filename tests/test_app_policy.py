@@ -90,3 +90,18 @@ def test_a_two_view_policy_takes_the_simulators_tuple_of_views():
         VLAPolicy(vla)(image, text, proprio)
     with pytest.raises(ValueError, match="gives 2 camera view.*takes 1"):
         VLAPolicy(tiny_train_vla())((image, wrist), text, proprio)
+
+
+def test_policy_help_names_every_kind_of_policy():
+    import contextlib
+    import io
+
+    import pytest
+
+    from robosteer.cli import build_parser
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "--help"])
+    text = " ".join(out.getvalue().split())
+    assert "'default' (the embedded policy)" in text and "'expert'" in text and "policy.json" in text

@@ -36,7 +36,7 @@ from robosteer.train.strategies import HEAD_METHODS, METHODS, LoraSettings
 
 log = logging.getLogger(__name__)
 
-POLICY_HELP = "'expert' or a saved policy path (via robosteer.app.policy)"
+POLICY_HELP = "'default' (the embedded policy), 'expert' (the scripted expert), a checkpoint folder, or a policy.json (base + adapter)"
 
 
 def _load_policy(spec: str, **execution):
