@@ -199,20 +199,17 @@ def explain_episode(config: ExplainEpisodeConfig, models: PolicyModels | None = 
     """``explain_episode(ExplainEpisodeConfig(task="lift", out_dir=DIR))``: run, explain, write the viewer and its JSON.
 
     ``models`` (``load_models(config.policy)``) may be given to reuse loaded models. Without ``config.cameras``
-    the episode is rendered in the policy's own views (``cameras_for_views`` of its ``n_views``)."""
+    the episode is rendered in the policy's own views (``sim.cameras.views_for`` of its ``n_views``)."""
     from robosteer.explanation.viewer import build_viewer, episode_json
     from robosteer.files import atomic_write_text, write_json_atomic
-    from robosteer.sim.cameras import cameras_for_views
+    from robosteer.sim.cameras import views_for
     from robosteer.sim.env import SimConfig, make_env
 
     models = models or load_models(config.policy, config.mask)
     layout, n_views = models.vla.head_layout, int(models.vla.config.n_views)
     if config.head is not None:
         layout.validate(Head.parse(config.head))  # ValueError naming the model's heads
-    cameras = config.cameras or cameras_for_views(n_views)
-    if len(cameras) != n_views:
-        raise ValueError(f"--cameras gives {len(cameras)} view(s) ({','.join(cameras)}); this policy "
-                         f"takes {n_views} (its n_views)")
+    cameras = views_for(n_views, config.cameras)  # the named views (a ValueError unless n_views of them), else its own
     env = make_env(SimConfig(image_size=config.image_size, cameras=cameras))
     try:
         rollout = run_explained(env, config.task, config.seed, models, horizon=config.steps, every=config.every,

@@ -166,16 +166,12 @@ def policy_cameras(spec: str | Path, cameras=None) -> tuple[str, ...]:
     """``policy_cameras(spec)`` -> the views to run policy ``spec`` with: ``cameras`` when given (checked against the
     policy's ``n_views``: a ValueError when the counts differ), else the policy's own (``cameras_for_views``);
     the scripted expert takes any cameras and defaults to the agentview alone."""
-    from robosteer.sim.cameras import SINGLE_VIEW, cameras_for_views, check_cameras
+    from robosteer.sim.cameras import SINGLE_VIEW, check_cameras, views_for
 
     n_views = policy_views(spec)
-    if not cameras:
-        return SINGLE_VIEW if n_views is None else cameras_for_views(n_views)
-    cameras = check_cameras(cameras, "cameras")
-    if n_views is not None and len(cameras) != n_views:
-        raise ValueError(f"--cameras gives {len(cameras)} view(s) ({','.join(cameras)}); this policy takes {n_views} "
-                         f"(its n_views): name that many cameras, or leave --cameras out for the policy's own views")
-    return cameras
+    if n_views is None:  # the expert
+        return check_cameras(cameras, "cameras") if cameras else SINGLE_VIEW
+    return views_for(n_views, cameras)
 
 
 def load_policy(path: str | Path, adapter: str | Path | None = None, unnorm_key: str | None = None,

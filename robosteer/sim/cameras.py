@@ -50,6 +50,19 @@ def cameras_for_views(n_views: int) -> tuple[str, ...]:
     return VIEWS[:n_views]
 
 
+def views_for(n_views: int, cameras=None) -> tuple[str, ...]:
+    """``views_for(2)`` -> ``("agentview", "wrist")``: the views to show a policy taking ``n_views`` images:
+    ``cameras`` when named (checked, and a ValueError unless there are ``n_views`` of them), else
+    ``cameras_for_views(n_views)``."""
+    if not cameras:
+        return cameras_for_views(n_views)
+    cameras = check_cameras(cameras, "cameras")
+    if len(cameras) != n_views:
+        raise ValueError(f"--cameras gives {len(cameras)} view(s) ({','.join(cameras)}); this policy takes {n_views} "
+                         f"(its n_views): name that many cameras, or leave --cameras out for the policy's own views")
+    return cameras
+
+
 def own_cameras(policy) -> tuple[str, ...]:
     """``own_cameras(policy)``: the views a policy (or policy factory) says it takes in its ``cameras`` attribute
     (the application's ``VLAPolicy`` and ``PolicyFactory`` have one), else the agentview alone; what ``evaluate``
