@@ -23,6 +23,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from unittest.mock import patch
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "explore_heads.ipynb"
 
@@ -35,17 +36,9 @@ def execute(notebook: Path, fast: bool = False, policy: str = "default", timeout
     nb = nbformat.read(notebook, as_version=4)
     env = {"ROBOSTEER_NOTEBOOK_FAST": "1" if fast else "0", "ROBOSTEER_POLICY": policy,
            "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "PYOPENGL_PLATFORM": os.environ.get("PYOPENGL_PLATFORM", "egl")}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel is started with this process's environment
-    try:
+    with patch.dict(os.environ, env):  # the kernel is started with this process's environment
         nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(notebook.parent)}}).execute()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return nb
 
 

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
@@ -22,16 +23,8 @@ def execute(policy: str, tmp_path, png: bool = False):
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     env = {"ROBOSTEER_NOTEBOOK_FAST": "1", "ROBOSTEER_POLICY": policy, "ROBOSTEER_NOTEBOOK_PNG": "1" if png else "0"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with patch.dict(os.environ, env):  # the kernel is started with this process's environment
         nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return nb
 
 
