@@ -1,10 +1,10 @@
 """Closed-loop evaluation speed of action chunks against v1's tokens, side by side in one run.
 
-Conditions (the default policy's shape; weights random except v1, which is the shipped policy —
-speed does not depend on the weights, and failing episodes run the whole horizon, so every
-condition runs the same number of control steps):
+Conditions (the default policy's shape, random weights — speed does not depend on the weights, and
+failing episodes run the whole horizon, so every condition runs the same number of control steps):
 
-- ``v1 tokens``: the shipped ``openvla-tiny-franka`` (7 action tokens decoded one by one, KV cache);
+- ``v1 tokens``: v1's recipe (7 action tokens decoded one by one, KV cache; the shipped default was
+  this until v5);
 - ``L1 K=1``: OpenVLA-OFT's regression head, one action per pass;
 - ``L1 K=4`` / ``K=8``: chunks run open loop (one pass per K steps);
 - ``L1 K=8 ensemble``: ACT's temporal ensembling (a pass every step);
@@ -45,13 +45,15 @@ class Timed:
 
 
 def conditions(views_list):
-    from robosteer.app.policy import VLAPolicy, load_policy
+    from robosteer.app.policy import VLAPolicy
     from robosteer.models.default import default_config
     from robosteer.models.loading import build_vla_from_config
 
-    v1 = load_policy("default")
-    stats = v1.vla.config.norm_stats
-    out = [("v1 tokens, 1 view", v1, 1)]
+    from robosteer.models.loading import load_vla
+
+    stats = load_vla("default", load_tokenizer=False).config.norm_stats
+    cfg, tok = default_config(stats)
+    out = [("v1 tokens, 1 view", VLAPolicy(build_vla_from_config(cfg, tokenizer=tok, seed=0), "robosteer_sim"), 1)]
     for views in views_list:
         for chunk, ensemble in ((1, None), (4, None), (8, None), (8, 0.01)):
             cfg, tok = default_config(stats)

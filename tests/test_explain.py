@@ -292,13 +292,16 @@ def test_explaining_costs_one_pass_and_one_backward_and_at_most_three_passes_wit
 
 # --------------------------------------------------------------------- a measured property
 def test_ablating_the_largest_direct_effects_moves_the_action_more_than_random_heads():
-    """On the shipped default policy (trained; 6 x 8 LLM heads), over 10 noisy copies of a recorded sim observation
-    with varied instructions: zero-ablating the 4 heads of largest summed |direct effect| on the expected action moves
-    it (sum of |change| over the 7 dims) more than 4 random heads (mean of 6 draws). Measured: on 10 of 10 inputs,
-    ratio of means 7.97 (per input 2.35-35.9). Asserted with margin: 9 of 10 and a ratio of means >= 3. (On
-    random-weight models there is no such signal: ratio 0.94-1.07, see docs/explain.md.)"""
+    """On the shipped default policy (trained; 6 x 8 LLM heads; its own views), over 10 noisy copies of a recorded sim
+    observation with varied instructions: zero-ablating the 4 heads of largest summed |direct effect| on the action
+    (the default quantity: the regression head's action, or the expected action of a token policy) moves it (sum of
+    |change| over the 7 dims) more than 4 random heads (mean of 6 draws). Measured on v5 (two views, L1 head, FiLM):
+    on 10 of 10 inputs, ratio of means 2.66 (per input 1.10-6.19); v1 (tokens, one view) gave 7.97. Asserted with
+    margin: 9 of 10 and a ratio of means >= 1.8. (On random-weight models there is no such signal: ratio 0.94-1.07,
+    see docs/explain.md.)"""
     vla = load_vla("default", dtype=torch.float32).eval()
     obs = np.load(Path(__file__).resolve().parent / "data" / "default_policy_observation.npz")
+    views = obs["images"] if vla.config.n_views > 1 else obs["image"]
     texts = ["pick up the red cube", "lift the red cube", "pick up the blue cube", "grab the red block",
              "pick up the green ball", "lift the cube", "take the red cube", "pick the red cube up", "raise the red cube",
              "grasp the red cube"]
@@ -306,18 +309,20 @@ def test_ablating_the_largest_direct_effects_moves_the_action_more_than_random_h
     top_moves, random_moves = [], []
     for i, text in enumerate(texts):
         rng = np.random.default_rng(100 + i)
-        image = np.clip(obs["image"].astype(int) + rng.integers(-40, 41, obs["image"].shape), 0, 255).astype(np.uint8)
+        image = np.clip(views.astype(int) + rng.integers(-40, 41, views.shape), 0, 255).astype(np.uint8)
         kw = dict(proprio=obs["proprio"] + rng.normal(0, 0.02, 7))
         ex = robosteer.explain(vla, image, text, **kw)
-        score = np.abs(ex.parts["expected"].heads).sum(axis=(1, 2))
+        quantity = ex.default_quantity
+        score = np.abs(ex.parts[quantity].heads).sum(axis=(1, 2))
 
         def move(chosen):
-            return np.abs(robosteer.explain(vla, image, text, heads=chosen, **kw).intervention.expected_effect).sum()
+            out = robosteer.explain(vla, image, text, heads=chosen, **kw).intervention
+            return np.abs(out.expected_effect if quantity == "expected" else out.effect).sum()
         top_moves.append(move([ex.heads[j] for j in np.argsort(-score)[:4]]))
         random_moves.append(np.mean([move([heads[j] for j in np.random.default_rng(1000 * i + s).choice(48, 4, replace=False)])
                                      for s in range(6)]))
     top_moves, random_moves = np.array(top_moves), np.array(random_moves)
-    print(f"top-4 |DE| ablation moves the expected action {top_moves.mean():.3g} vs random {random_moves.mean():.3g} "
+    print(f"top-4 |DE| ablation moves the {quantity} {top_moves.mean():.3g} vs random {random_moves.mean():.3g} "
           f"(ratio {top_moves.mean() / random_moves.mean():.2f}); per input {np.round(top_moves / random_moves, 2)}")
     assert np.sum(top_moves > random_moves) >= 9
-    assert top_moves.mean() >= 3 * random_moves.mean()
+    assert top_moves.mean() >= 1.8 * random_moves.mean()
