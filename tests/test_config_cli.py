@@ -177,9 +177,10 @@ def test_pretrain_config_derives_the_one_train_config_it_runs():
     recipe (docs/default_policy_pretrain_config.json), and TrainConfig's checks fire before any collection."""
     from robosteer.app.pretrain import TRAINING_FIELDS
 
-    expected = TrainConfig(out_dir="o", steps=5000, batch_size=32, lr=3e-4, schedule="cosine", warmup_steps=500,
+    expected = TrainConfig(out_dir="o", steps=8000, batch_size=32, lr=5e-4, schedule="cosine", warmup_steps=500,
                            min_lr_ratio=0.05, betas=(0.9, 0.95), weight_decay=0.01, seed=0, augment=True,
-                           augment_shift=0, augment_crop_scale=1.0, augment_hue=0.0, label_smoothing=1.0,
+                           augment_shift=0, augment_crop_scale=1.0, augment_hue=0.0, label_smoothing=0.0,
+                           ema_decay=0.999, keep_checkpoints=3,
                            unnorm_key="robosteer_sim", ckpt_every=500, log_every=50, progress=True)
     config = PretrainConfig(out_dir="o")
     assert config.train_config() == expected
@@ -208,10 +209,11 @@ def test_pretrain_init_from_copies_a_policy_of_the_same_shape_and_refuses_anothe
     start = robosteer.load_vla("default")
     stats = {"robosteer_sim": start.config.norm_stats["robosteer_sim"]}
     cfg, tok = default_config(stats)
+    cfg = cfg.replace(**PretrainConfig(out_dir="o").model_changes())  # the recipe's shape: the shipped policy's
     vla = build_vla_from_config(cfg, tokenizer=tok, seed=7)
     assert not torch.equal(vla.state_dict()["projector.fc1.weight"], start.state_dict()["projector.fc1.weight"])
     _load_initial_weights(vla, "default")
     assert all(torch.equal(v, start.state_dict()[k]) for k, v in vla.state_dict().items())
-    other = build_vla_from_config(cfg.replace(n_views=2), tokenizer=tok, seed=7)
+    other = build_vla_from_config(cfg.replace(n_views=1), tokenizer=tok, seed=7)
     with pytest.raises(ValueError, match=r"init_from='default'.*differs from this run's in \['n_views'\]"):
         _load_initial_weights(other, "default")

@@ -139,7 +139,7 @@ def test_bad_film_settings_are_refused(tmp_path):
     with pytest.raises((FileFormatError, ValueError), match="use_film"):
         VLAConfig.from_hf_dict(json.loads(path.read_text()), source=path)
     with pytest.raises(ValueError, match="film needs action_head='l1-regression'"):
-        PretrainConfig(out_dir=str(tmp_path), film=True)
+        PretrainConfig(out_dir=str(tmp_path), film=True, action_head="tokens", label_smoothing=1.0)
     assert PretrainConfig(out_dir=str(tmp_path), film=True, action_head="l1-regression",
                           label_smoothing=0).model_changes()["use_film"] is True
 

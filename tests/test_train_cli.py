@@ -185,7 +185,10 @@ def test_pretrain_refuses_inconsistent_switches():
     from robosteer.app.pretrain import PretrainConfig
 
     with pytest.raises(ValueError, match="label_smoothing=1.0 smooths action tokens"):
-        PretrainConfig(out_dir="o", action_head="l1-regression")
+        PretrainConfig(out_dir="o", label_smoothing=1.0)  # the default head is the L1 regression head
+    tokens = dict(action_head="tokens", film=False, label_smoothing=1.0)  # v1's recipe
+    assert PretrainConfig(out_dir="o", **tokens).model_changes() == {"n_views": 2}
     with pytest.raises(ValueError, match="action_chunk=4: chunks of more than one action need"):
-        PretrainConfig(out_dir="o", action_chunk=4)
-    assert PretrainConfig(out_dir="o", cameras=("agentview",)).cameras is None  # the default, canonical
+        PretrainConfig(out_dir="o", action_chunk=4, **tokens)
+    assert PretrainConfig(out_dir="o", cameras=("agentview",)).cameras is None  # one view, canonical
+    assert PretrainConfig(out_dir="o").cameras == ("agentview", "wrist")  # the default: v5's two views

@@ -57,10 +57,10 @@ class PretrainConfig:
         "help": "episodes per task with executed-action noise (the next seeds); their labels stay clean"})
     action_noise: float = field(default=0.1, metadata={
         "help": "std of the noise on executed arm actions (0.2 makes the expert fail 93% of place)"})
-    start_jitter: float = field(default=0.0, metadata={
+    start_jitter: float = field(default=0.1, metadata={
         "help": "random start offset of the gripper in metres before each recorded episode (0: the fixed start); "
                 "against the copycat shortcut of reading the step from proprio"})
-    counterfactual: bool = field(default=False, metadata={"help":
+    counterfactual: bool = field(default=True, metadata={"help":
         "also record every clean scene with its distractor named instead of the target (demos/counterfactual/): "
         "the same images under two instructions, so only the colour word tells the trajectories apart"})
     init_from: str | None = field(default=None, metadata={"help":
@@ -68,34 +68,34 @@ class PretrainConfig:
         "action statistics are this run's)"})
     image_size: int = field(default=64, metadata={"help": "square agentview image side in pixels"})
     workers: int = field(default=2, metadata={"help": "collection processes"})
-    steps: int = field(default=5000, metadata={
-        "help": "optimizer steps (the shipped policy's recipe: ~50 min on 2 CPU cores)"})
+    steps: int = field(default=8000, metadata={
+        "help": "optimizer steps (the shipped policy's recipe: ~2 h on 2 CPU cores)"})
     batch_size: int = field(default=32, metadata={"help": "global batch"})
-    lr: float = field(default=3e-4, metadata={"help": "peak learning rate (cosine schedule)"})
+    lr: float = field(default=5e-4, metadata={"help": "peak learning rate (cosine schedule)"})
     warmup_steps: int = field(default=500, metadata={"help": "linear warm-up steps"})
-    label_smoothing: float = field(default=1.0, metadata={
-        "help": "Gaussian credit to neighbouring action bins (sigma in bins)"})
+    label_smoothing: float = field(default=0.0, metadata={
+        "help": "Gaussian credit to neighbouring action bins (sigma in bins; v1's token recipe: 1)"})
     augment: bool = field(default=field_default(TrainConfig, "augment"), metadata={
         "help": "brightness/contrast/saturation jitter; no crop and no hue shift (positions and colours matter)"})
     augment_shift: int = field(default=field_default(TrainConfig, "augment_shift"), metadata={
         "help": "random image translation of up to this many pixels (0: off; 2 with 2.4x the data did worse)"})
-    action_head: str = field(default="tokens", metadata={"choices": ("tokens", "l1-regression"), "help":
+    action_head: str = field(default="l1-regression", metadata={"choices": ("tokens", "l1-regression"), "help":
         "the policy's actions: 256-bin tokens (v1), or continuous through OpenVLA-OFT's L1 regression head "
-        "(needs --label-smoothing 0)"})
+        "(the default; tokens want --label-smoothing 1)"})
     action_chunk: int = field(default=1, metadata={
         "help": "actions per forward pass, decoded in parallel (> 1 needs --action-head l1-regression)"})
-    film: bool = field(default=False, metadata={"help":
+    film: bool = field(default=True, metadata={"help":
         "condition the vision towers on the instruction with OpenVLA-OFT+'s FiLM, so patch features can single out "
         "the named object (needs --action-head l1-regression)"})
-    cameras: tuple[str, ...] | None = field(default=None, metadata={"choices": VIEWS, "help":
-        "camera views the demos record and the policy reads, in order (default: the agentview alone)"})
+    cameras: tuple[str, ...] | None = field(default=("agentview", "wrist"), metadata={"choices": VIEWS, "help":
+        "camera views the demos record and the policy reads, in order (agentview alone: --cameras agentview)"})
     aux_weight: float = field(default=1.0, metadata={
         "help": "weight of the auxiliary object/goal position targets (train/auxiliary.py) from privileged demo "
                 "state (0: behaviour cloning only)"})
-    ema_decay: float = field(default=field_default(TrainConfig, "ema_decay"), metadata={
+    ema_decay: float = field(default=0.999, metadata={
         "help": "exponential moving average of the weights, shipped as the policy (0: off; e.g. 0.999)"})
     ckpt_every: int = field(default=500, metadata={"help": "optimizer steps between checkpoints"})
-    choose_last: int = field(default=0, metadata={
+    choose_last: int = field(default=3, metadata={
         "help": "ship the best of the newest N checkpoints by closed-loop success on validation seeds "
                 "(3,000,000 +; 0: ship the final weights)"})
     validation_episodes: int = field(default=10, metadata={
