@@ -95,7 +95,8 @@ def test_predicates_on_poses_set_in_the_sim(env):
     assert not env.success()
 
 
-@pytest.mark.parametrize("name", ["novel_color", "novel_shape", "lighting", "table", "camera_shift"])
+@pytest.mark.parametrize("name", ["novel_color", "novel_shape", "novel_form", "lookalikes", "lighting", "harsh_light", "table",
+                                  "camera_shift", "camera_move"])
 def test_visual_and_environment_variations_change_pixels(env, name):
     base = env.reset_scene(sample_scene("lift/base", 3)).image
     varied = env.reset_scene(sample_scene("lift/base", 3, variation=VARIATIONS[name])).image

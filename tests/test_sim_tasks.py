@@ -26,6 +26,8 @@ def test_split_covers_every_axis_and_an_unseen_family():
     split = get_split("default")
     axes = {split.axis(t) for t in split.heldout}
     assert set(AXES) <= axes and "family" in axes
+    for family in ("lift", "place", "push"):  # every axis in each pretraining family
+        assert {split.axis(t) for t in split.heldout if t.family == family} == set(AXES), family
     assert {split.axis(t) for t in split.pretrain} == {"base"}
     assert not set(split.pretrain) & set(split.heldout)
     assert set(SPLITS) == {"default"}
@@ -183,3 +185,15 @@ def test_distractors_never_look_like_a_named_object(task):
         scene = sample_scene(task, seed)
         named = {(o.color, o.shape) for o in scene.objects if o.role in ("target", "support", "reference")}
         assert all((o.color, o.shape) not in named for o in scene.objects if o.role == "distractor")
+
+
+@pytest.mark.parametrize("task", ["lift/lookalikes", "place/lookalikes", "stack/lookalikes"])
+def test_lookalikes_share_the_named_colour_and_only_the_shape_word_tells(task):
+    for seed in range(40):
+        scene = sample_scene(task, seed)
+        target = next(o for o in scene.objects if o.role == "target")
+        distractors = [o for o in scene.objects if o.role == "distractor"]
+        assert len(distractors) == 3 and target.shape in scene.instruction
+        assert all(o.color == target.color and o.shape != target.shape for o in distractors)
+    with pytest.raises(ValueError, match="lookalikes needs other_shapes"):
+        VisualAxis(lookalikes=True)  # cubes among cubes: nothing would tell them apart

@@ -216,6 +216,9 @@ def sample_scene(task: "Task | str", seed: int, variation: "Variation | None" = 
         used.add(plate_colors[-1])
     named = {c for _, _, c in cast}  # colours the instruction may refer to
     for _ in range(n_distractors):
+        if vis.lookalikes:  # the named colour, in a shape the target does not have
+            cast.append(("distractor", _pick(rng, [s for s in vis.other_shapes if s != target_shape]), target_color))
+            continue
         # fresh colours first; once they run out, any colour the instruction does not name
         pool = [c for c in vis.other_colors if c not in used] or [c for c in vis.other_colors if c not in named]
         color = _pick(rng, pool or vis.other_colors)

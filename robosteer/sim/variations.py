@@ -41,6 +41,8 @@ LIGHTS: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]
     "default": ((1.0, 1.0, 1.0), (-0.2, -0.2, -1.0), (0.1, 0.1, 0.1)),
     "dim_warm": ((0.55, 0.40, 0.25), (0.4, 0.5, -1.0), (0.05, 0.04, 0.03)),
     "bright_cool": ((0.9, 1.0, 1.25), (0.5, -0.6, -1.0), (0.3, 0.3, 0.35)),
+    "dusk": ((0.30, 0.22, 0.15), (0.8, 0.6, -0.45), (0.02, 0.02, 0.02)),
+    "magenta": ((1.0, 0.35, 0.85), (-0.6, 0.5, -0.7), (0.12, 0.03, 0.12)),
 }
 
 # Table looks: (material, rgba). "ceramic" is robosuite's default table; "wood" uses
@@ -74,6 +76,7 @@ class VisualAxis:
     target_shapes: tuple[str, ...] = ("cube",)  # shapes the named object may take
     other_shapes: tuple[str, ...] = ("cube",)  # shapes of distractors
     n_distractors: int = 1  # objects on the table besides those the task needs
+    lookalikes: bool = False  # distractors take the named object's colour in other shapes (only the shape word tells)
 
     def __post_init__(self) -> None:
         for name in ("target_colors", "other_colors"):
@@ -86,6 +89,10 @@ class VisualAxis:
             raise ValueError("VisualAxis.other_colors needs at least 3 colours so that objects can differ")
         if not 0 <= self.n_distractors <= 3:
             raise ValueError(f"n_distractors must be in [0, 3], got {self.n_distractors}")
+        if self.lookalikes and not set(self.other_shapes) - set(self.target_shapes):
+            raise ValueError("VisualAxis.lookalikes needs other_shapes that the target cannot take, so that only the "
+                             f"shape word tells the objects apart (target_shapes {self.target_shapes}, other_shapes "
+                             f"{self.other_shapes})")
 
 
 @dataclass(frozen=True)
@@ -176,10 +183,23 @@ VARIATIONS: dict[str, Variation] = _variations(
         visual=VisualAxis(target_shapes=("cylinder", "ball")),
     ),
     Variation(
+        "novel_form",
+        "visual",
+        "every object is a cylinder or a ball, larger or smaller than the 5 cm cubes of pretraining (3.6 or 6.4 cm)",
+        visual=VisualAxis(target_shapes=("cylinder", "ball"), other_shapes=("cylinder", "ball")),
+        spatial=SpatialAxis(half_sizes=(0.018, 0.032)),
+    ),
+    Variation(
         "distractors",
         "visual",
         "three distractors of mixed shapes instead of one cube",
         visual=VisualAxis(n_distractors=3, other_shapes=("cube", "cylinder", "ball")),
+    ),
+    Variation(
+        "lookalikes",
+        "visual",
+        "three distractors of the named object's colour in other shapes: only the shape word names the target",
+        visual=VisualAxis(n_distractors=3, other_shapes=("cylinder", "ball"), lookalikes=True),
     ),
     Variation(
         "paraphrase",
@@ -212,6 +232,12 @@ VARIATIONS: dict[str, Variation] = _variations(
         environment=EnvironmentAxis(lights=("dim_warm", "bright_cool")),
     ),
     Variation(
+        "harsh_light",
+        "environment",
+        "dim dusk light low from the side, or a magenta light that shifts every colour",
+        environment=EnvironmentAxis(lights=("dusk", "magenta")),
+    ),
+    Variation(
         "table",
         "environment",
         "wooden or dark table top instead of the white ceramic one",
@@ -222,6 +248,12 @@ VARIATIONS: dict[str, Variation] = _variations(
         "environment",
         "agentview camera moved and re-aimed by up to 4 cm",
         environment=EnvironmentAxis(camera_shift=0.04, camera_tilt=0.04),
+    ),
+    Variation(
+        "camera_move",
+        "environment",
+        "agentview camera moved and re-aimed by up to 10 cm",
+        environment=EnvironmentAxis(camera_shift=0.1, camera_tilt=0.1),
     ),
 )
 
