@@ -189,7 +189,7 @@ def test_the_command_explains_a_short_episode_of_the_default_policy(tmp_path):
     assert record["format"] == "robosteer.explain_episode" and record["task"] == "lift/base"
     assert record["length"] == 5 and len(record["actions"]) == 5 and isinstance(record["success"], bool)
     assert [s["step"] for s in record["steps"]] == [0, 2, 4] and record["base"] is None
-    assert record["views"] == ["agentview"]  # no --cameras: the one-view policy's own view
+    assert record["views"] == ["agentview", "wrist"]  # no --cameras: the default policy's own two views
     for s in record["steps"]:  # the explained action is the executed one (same model, same observation)
         np.testing.assert_allclose(list(s["action"].values()), record["actions"][s["step"]], atol=1e-5)
         assert len(s["top"]) == 10 and all(t["head"].startswith("llm.L") for t in s["top"])
@@ -237,7 +237,7 @@ COMMAND_ERRORS = {  # flags -> what the error says (exit status 2, nothing writt
     "head not in the model": (["--task", "lift", "--head", "llm.L9H0"], "llm.L9H0 does not exist: tower 'llm' has 6"),
     "vision head": (["--task", "lift", "--head", "dino.L0H0"], "only LLM heads"),
     "the expert": (["--task", "lift", "--policy", "expert"], "no attention heads"),
-    "too many cameras": (["--task", "lift", "--cameras", "agentview,wrist"], "this policy takes 1"),
+    "too few cameras": (["--task", "lift", "--cameras", "agentview"], "this policy takes 2"),
     "zero steps": (["--task", "lift", "--steps", "0"], "steps must be >= 1"),
 }
 

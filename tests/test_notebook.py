@@ -67,9 +67,10 @@ def check_outputs(nb):
 
 
 def test_explore_heads_notebook_executes(tmp_path):
-    text = check_outputs(execute("default", tmp_path))
-    assert "cameras ('agentview',)" in text and "1 view(s)" in text
-    assert "log p(demonstrated action tokens)" in text  # token actions: section 5 scores log-probabilities
+    text = check_outputs(execute("default", tmp_path))  # v5: two views, the L1 regression head
+    assert "action head 'l1-regression'" in text and "cameras ('agentview', 'wrist')" in text
+    assert "2 view(s)" in text  # the demonstrations record both cameras
+    assert "-L1(predicted, demonstrated action)" in text  # continuous actions: section 5 scores the L1 distance
 
 
 @pytest.mark.slow  # about a minute on this 2-core machine when it is quiet, and more when it is not

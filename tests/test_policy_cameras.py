@@ -3,8 +3,8 @@
 A tiny two-view model (``n_views=2``, saved as a checkpoint folder) runs under ``robosteer evaluate``,
 ``evaluate`` / ``measure_policy`` / ``evaluate_policy`` without a ``SimConfig``, ``robosteer explain`` and one
 study cell (collection, discovery, finetuning, evaluation) without ``--cameras``; a spy on ``VLAPolicy``
-counts the views each step really received. The one-view default policy still gets the agentview alone,
-the expert keeps it, named cameras win, and named cameras the policy cannot take stop with a clear error.
+counts the views each step really received. A one-view token policy (v1's shape) still gets the agentview
+alone, the shipped default (v5) both views, the expert keeps the agentview, named cameras win, and named cameras the policy cannot take stop with a clear error.
 """
 
 from __future__ import annotations
@@ -36,9 +36,15 @@ def save_tiny(root: Path, **changes) -> Path:
 
 @pytest.fixture(scope="module")
 def two_view(tmp_path_factory) -> Path:
-    """A tiny OpenVLA taking the agentview and the wrist view with OFT's regression head (the next default's shape)."""
+    """A tiny OpenVLA taking the agentview and the wrist view with OFT's regression head (the default's shape)."""
     return save_tiny(tmp_path_factory.mktemp("two-view"), action_head="l1-regression", normalization="bounds_q99",
                      n_views=2)
+
+
+@pytest.fixture(scope="module")
+def one_view(tmp_path_factory) -> Path:
+    """A tiny one-view OpenVLA with 256-bin action tokens (v1's shape)."""
+    return save_tiny(tmp_path_factory.mktemp("one-view"))
 
 
 @pytest.fixture
@@ -67,7 +73,7 @@ def test_a_view_count_without_default_cameras_asks_for_them(n_views):
         cameras_for_views(n_views)
 
 
-def test_views_are_read_from_the_config_without_loading_weights(two_view, tmp_path, monkeypatch):
+def test_views_are_read_from_the_config_without_loading_weights(two_view, tmp_path, monkeypatch, one_view):
     import robosteer.models as models
     import robosteer.models.loading as loading
 
@@ -81,20 +87,22 @@ def test_views_are_read_from_the_config_without_loading_weights(two_view, tmp_pa
     shutil.copy(two_view / "config.json", config_only / "config.json")
     adapted = write_policy_file(tmp_path / "two.json", base=config_only, adapter=tmp_path / "adapter")
     on_default = write_policy_file(tmp_path / "default.json", base="default", adapter=tmp_path / "adapter")
-    cases = {"expert": (None, SINGLE_VIEW), "default": (1, SINGLE_VIEW), str(config_only): (2, TWO),
-             str(adapted): (2, TWO), str(on_default): (1, SINGLE_VIEW)}
+    on_one = write_policy_file(tmp_path / "one.json", base=one_view, adapter=tmp_path / "adapter")
+    cases = {"expert": (None, SINGLE_VIEW), "default": (2, TWO), str(config_only): (2, TWO),
+             str(adapted): (2, TWO), str(on_default): (2, TWO), str(one_view): (1, SINGLE_VIEW),
+             str(on_one): (1, SINGLE_VIEW)}
     for spec, (n_views, cameras) in cases.items():
         assert (policy_views(spec), policy_cameras(spec), PolicyFactory(spec).cameras) == (n_views, cameras, cameras), spec
 
 
-def test_named_cameras_win_and_a_mismatch_is_a_clear_error(two_view):
+def test_named_cameras_win_and_a_mismatch_is_a_clear_error(two_view, one_view):
     assert policy_cameras("expert", TWO) == TWO  # the expert reads no image: any views
     assert policy_cameras(str(two_view), ["agentview", "wrist"]) == TWO
-    assert policy_cameras("default", "agentview") == SINGLE_VIEW
+    assert policy_cameras(str(one_view), "agentview") == SINGLE_VIEW
     with pytest.raises(ValueError, match=r"gives 1 view\(s\) \(agentview\); this policy takes 2 \(its n_views\)"):
         policy_cameras(str(two_view), ("agentview",))
     with pytest.raises(ValueError, match="this policy takes 1"):
-        policy_cameras("default", TWO)
+        policy_cameras(str(one_view), TWO)
     with pytest.raises(ValueError, match="must start with 'agentview'"):
         policy_cameras(str(two_view), ("wrist", "agentview"))
 
@@ -108,15 +116,17 @@ def test_evaluate_shows_a_two_view_policy_both_views(two_view, seen, capsys):
     assert "this policy takes 2 (its n_views)" in capsys.readouterr().err and len(seen) == 4  # stopped before a step
 
 
-def test_the_default_policy_still_gets_the_agentview_alone(seen, capsys):
-    assert main(["evaluate", "--policy", "default", "--task", "push", "--episodes", "1", "--horizon", "2"]) == 0
+def test_a_one_view_policy_still_gets_the_agentview_alone_and_the_default_both(one_view, seen, capsys):
+    assert main(["evaluate", "--policy", str(one_view), "--task", "push", "--episodes", "1", "--horizon", "2"]) == 0
     assert seen == [1, 1]
-    assert main(["evaluate", "--policy", "default", "--task", "push", "--episodes", "1", "--horizon", "1",
+    assert main(["evaluate", "--policy", str(one_view), "--task", "push", "--episodes", "1", "--horizon", "1",
                  "--cameras", "agentview,wrist"]) == 2
     assert "this policy takes 1" in capsys.readouterr().err and seen == [1, 1]
+    assert main(["evaluate", "--policy", "default", "--task", "push", "--episodes", "1", "--horizon", "2"]) == 0
+    assert seen == [1, 1, 2, 2]
 
 
-def test_evaluation_without_a_sim_config_renders_the_policys_own_views(two_view, seen, monkeypatch):
+def test_evaluation_without_a_sim_config_renders_the_policys_own_views(two_view, one_view, seen, monkeypatch):
     import robosteer.sim.collect as collect
     from robosteer.app.experiment import evaluate_policy
     from robosteer.sim.evaluate import evaluate
@@ -130,7 +140,7 @@ def test_evaluation_without_a_sim_config_renders_the_policys_own_views(two_view,
     collect.measure_policy(PolicyFactory(str(two_view)), ["lift"], episodes=1)
     collect.measure_policy(ScriptedExpert, ["lift"], episodes=1)
     evaluate_policy(two_view, ["lift"], 1)
-    evaluate_policy("default", ["lift"], 1)
+    evaluate_policy(one_view, ["lift"], 1)
     assert main(["evaluate", "--policy", str(two_view), "--task", "lift", "--episodes", "1", "--workers", "2"]) == 0
     assert [c.cameras for c in configs] == [TWO, SINGLE_VIEW, TWO, SINGLE_VIEW, TWO]
     with pytest.raises(ValueError, match="this policy takes 2"):
@@ -191,11 +201,12 @@ def test_a_study_cell_collects_trains_and_evaluates_in_the_policys_views(two_vie
                  "lift/base", "heads-knn", 0)
 
 
-def test_the_steering_schedule_smooths_only_token_labels(two_view, tmp_path):
+def test_the_steering_schedule_smooths_only_token_labels(two_view, one_view, tmp_path):
     from robosteer.app.experiment import steering_config, token_actions
     from robosteer.app.policy import write_policy_file
 
-    assert token_actions("default") and token_actions("expert") and not token_actions(two_view)
+    assert token_actions(one_view) and token_actions("expert") and not token_actions(two_view)
+    assert not token_actions("default")  # v5: the L1 regression head
     assert not token_actions(write_policy_file(tmp_path / "policy.json", two_view))  # through a policy file
     assert steering_config(tmp_path).label_smoothing == 1.0
     assert steering_config(tmp_path, action_tokens=False).label_smoothing == 0.0

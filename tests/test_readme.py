@@ -24,4 +24,4 @@ def test_the_quick_start_runs_and_prints_an_action_the_heads_and_an_ablation():
     assert re.search(r"^action: \[.*\]$", printed, re.M)
     assert re.search(r"^layer 3 heads: \(1, \d+, 8, 16\)$", printed, re.M)
     change = float(re.search(r"ablating llm.L3H5: (\S+)", printed).group(1))
-    assert change > 0  # the head matters to the logits, so zeroing it is seen
+    assert change > 0  # the head matters to the action, so zeroing it is seen

@@ -146,9 +146,11 @@ def test_a_finetuned_cell_records_its_cost_and_evaluates_the_adapted_policy(tmp_
     assert cell.settings["lora_r"] == rank and cell.settings["demos"] == 20 and cell.settings["demo_seeds"] == [40, 59]
     assert (cell.trainable_params, cell.train_seconds, cell.peak_rss_mb) == (123, 4.5, 600.0)
     policy = str(tmp_path / "work" / "push_paraphrase" / "seed2" / "lora-matched" / "policy.json")
-    # never the base; the default policy's own view, for the demonstrations and both evaluations
-    assert evaluated == [(policy, ("push/paraphrase",), ("agentview",)), (policy, ("lift/base", "push/base"), ("agentview",))]
-    assert collected == [("agentview",)]
+    # never the base; the default policy's own views (v5: agentview and wrist), for the demonstrations and both
+    # evaluations
+    two = ("agentview", "wrist")
+    assert evaluated == [(policy, ("push/paraphrase",), two), (policy, ("lift/base", "push/base"), two)]
+    assert collected == [two]
     assert not (tmp_path / "base_retention.json").exists()
     assert json.loads(cell_path(config, "push/paraphrase", "lora-matched", 2).read_text())["heads"] == cell.heads
 
