@@ -47,9 +47,7 @@ class Timed:
 def conditions(views_list):
     from robosteer.app.policy import VLAPolicy
     from robosteer.models.default import default_config
-    from robosteer.models.loading import build_vla_from_config
-
-    from robosteer.models.loading import load_vla
+    from robosteer.models.loading import build_vla_from_config, load_vla
 
     stats = load_vla("default", load_tokenizer=False).config.norm_stats
     cfg, tok = default_config(stats)

@@ -81,7 +81,7 @@ class PretrainConfig:
         "help": "random image translation of up to this many pixels (0: off; 2 with 2.4x the data did worse)"})
     action_head: str = field(default="l1-regression", metadata={"choices": ("tokens", "l1-regression"), "help":
         "the policy's actions: 256-bin tokens (v1), or continuous through OpenVLA-OFT's L1 regression head "
-        "(the default; tokens want --label-smoothing 1)"})
+        "(the default; tokens want --no-film --label-smoothing 1)"})
     action_chunk: int = field(default=1, metadata={
         "help": "actions per forward pass, decoded in parallel (> 1 needs --action-head l1-regression)"})
     film: bool = field(default=True, metadata={"help":

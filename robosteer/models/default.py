@@ -3,7 +3,10 @@
 ``openvla-tiny-franka`` is the same model class as OpenVLA-7B (DINOv2 + SigLIP towers,
 fused GELU projector, Llama LLM, 256 action bins at the top of the vocabulary) at a size
 that trains from scratch on 2 CPU cores: 64 px images in 8 px patches (64 patches per
-tower), a 6-layer x 8-head LLM (48 heads), and one proprio token after the patches.
+tower and view), a 6-layer x 8-head LLM (48 heads), and one proprio token after the patches.
+The shipped policy (v5) also turns on OpenVLA-OFT's switches that ``robosteer pretrain``'s
+recipe sets (``PretrainConfig.model_changes()``): two views (agentview, wrist), the L1
+regression head, and FiLM.
 """
 
 from __future__ import annotations
