@@ -20,6 +20,7 @@ import logging
 import time
 from pathlib import Path
 
+from robosteer.cli import configure_logging
 from robosteer.files import atomic_write_text
 from robosteer.app.sim_probes import discover_in_sim
 from robosteer.circuits.config import DiscoverConfig
@@ -71,7 +72,7 @@ def row(name: str, result, extra: dict) -> dict:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     args = parse_args()
     out = Path(args.out) / args.task_name.replace("/", "_")
     out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,17 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def configure_logging(verbose: bool = False) -> None:
+    """The logging every robosteer entry point uses: INFO (DEBUG when verbose), one line per record.
+
+    PyOpenGL logs a missing OpenGL_accelerate at INFO when the simulator first renders; that line
+    says nothing to a user, so the ``OpenGL`` logger is held at WARNING unless verbose.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("OpenGL").setLevel(logging.WARNING)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robosteer", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -43,9 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # PyOpenGL logs a missing OpenGL_accelerate at INFO when the simulator renders
-        logging.getLogger("OpenGL").setLevel(logging.WARNING)
+    configure_logging(verbose=args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

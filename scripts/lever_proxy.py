@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 from pathlib import Path
 
+from robosteer.cli import configure_logging
 
 
 def main() -> int:
@@ -40,7 +40,7 @@ def main() -> int:
     p.add_argument("--ema", type=float, default=0.0, help="weight average decay (0: off), evaluated as the policy")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: a tenth of the steps, <= 500)")
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     import numpy as np
     import torch

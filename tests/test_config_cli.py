@@ -217,3 +217,14 @@ def test_pretrain_init_from_copies_a_policy_of_the_same_shape_and_refuses_anothe
     other = build_vla_from_config(cfg.replace(n_views=1), tokenizer=tok, seed=7)
     with pytest.raises(ValueError, match=r"init_from='default'.*differs from this run's in \['n_views'\]"):
         _load_initial_weights(other, "default")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_entry_points_log_info_but_hold_pyopengls_accelerate_line_unless_verbose(verbose):
+    code = ("import logging\nfrom robosteer.cli import configure_logging\n"
+            f"configure_logging(verbose={verbose})\n"
+            "logging.getLogger('OpenGL.acceleratesupport').info('No OpenGL_accelerate module loaded')\n"
+            "logging.getLogger('robosteer.sim.collect').info('collected 2 episodes')\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert "INFO robosteer.sim.collect: collected 2 episodes" in err
+    assert ("OpenGL_accelerate" in err) == verbose
