@@ -1,7 +1,7 @@
 """The study runner: configuration checks, the rank-matched LoRA, and resuming finished cells."""
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -63,7 +63,8 @@ def test_zero_shot_is_one_cell_per_task_and_base_retention_is_measured_once(tmp_
     import robosteer.app.experiment as experiment
 
     config = StudyConfig(out_dir=str(tmp_path), tasks=("lift/novel_color", "push/paraphrase"),
-                         methods=("zero-shot", "lora"), seeds=(3, 4), retention_episodes=4)
+                         methods=("zero-shot", "lora"), seeds=(3, 4), retention_tasks=("lift/base", "push/base"),
+                         retention_episodes=4)
     assert study_cells(config) == [("lift/novel_color", "zero-shot", 3), ("lift/novel_color", "lora", 3),
                                    ("push/paraphrase", "zero-shot", 3), ("push/paraphrase", "lora", 3),
                                    ("lift/novel_color", "lora", 4), ("push/paraphrase", "lora", 4)]
@@ -149,7 +150,7 @@ def test_a_finetuned_cell_records_its_cost_and_evaluates_the_adapted_policy(tmp_
     # never the base; the default policy's own views (v5: agentview and wrist), for the demonstrations and both
     # evaluations
     two = ("agentview", "wrist")
-    assert evaluated == [(policy, ("push/paraphrase",), two), (policy, ("lift/base", "push/base"), two)]
+    assert evaluated == [(policy, ("push/paraphrase",), two), (policy, ("lift/base", "place/base", "push/base"), two)]
     assert collected == [two]
     assert not (tmp_path / "base_retention.json").exists()
     assert json.loads(cell_path(config, "push/paraphrase", "lora-matched", 2).read_text())["heads"] == cell.heads
@@ -166,12 +167,13 @@ def test_each_study_seed_collects_its_own_demonstrations():
 
 
 def test_study_methods_name_registered_training_methods_and_selectors():
-    from robosteer.app.study import ARMS, SEEDLESS_METHODS, STUDY_METHODS
+    from robosteer.app.study import ARMS, SEEDLESS_METHODS, STUDY_METHODS, Arm
     from robosteer.circuits.config import METHODS as SELECTORS
     from robosteer.train.strategies import METHODS
 
-    assert STUDY_METHODS == ("zero-shot", "lora", "lora-matched", "heads-knn", "heads-attribution", "random-heads",
-                             "full") and SEEDLESS_METHODS == ("zero-shot",)
+    assert STUDY_METHODS == ("zero-shot", "lora", "lora-matched", "heads-knn", "heads-activation", "heads-attribution",
+                             "random-heads", "full") and SEEDLESS_METHODS == ("zero-shot",)
+    assert ARMS["heads-activation"] == Arm("heads", selector="activation")
     assert all(arm.train is None or arm.train in METHODS for arm in ARMS.values())
     assert all(arm.selector in SELECTORS for arm in ARMS.values())
 
@@ -209,7 +211,63 @@ def test_finetuned_cells_record_the_settings_the_committed_matrix_records():
         first = config.demo_seed(cell["seed"])
         settings = {**recorded_settings(train, lora, WARMUP_FRACTION), "demos": config.demos,
                     "demo_seeds": [first, first + config.demos - 1]}
+        assert settings.pop("min_lr_ratio") == 0.0  # the v1 cells ran before the floor was a study setting (at 0)
         if "demo_seeds" not in cell["settings"]:  # seed-0 cells ran before the demo seeds were recorded
             assert cell["seed"] == 0
             del settings["demo_seeds"]
         assert json.dumps(settings) == json.dumps(cell["settings"]), cell["task"] + " " + cell["method"]
+
+
+def test_per_method_rates_are_parsed_once_and_malformed_ones_refused():
+    config = StudyConfig(out_dir="x", lr=5e-4, lrs=("heads-knn=0.006", "lora=2e-4"))
+    assert config.method_lrs() == {"heads-knn": 0.006, "lora": 2e-4}
+    assert (config.lr_for("heads-knn"), config.lr_for("lora"), config.lr_for("full")) == (0.006, 2e-4, 5e-4)
+    for bad, message in ((("heads-knn",), "expected method=rate"), (("heads-knn=fast",), "expected method=rate"),
+                         (("heads-knn=-1",), "rate > 0"), (("zero-shot=1e-3",), "not a finetuned study method"),
+                         (("dora=1e-3",), "not a finetuned study method"),
+                         (("lora=1e-3", "lora=2e-3"), "names 'lora' twice")):
+        with pytest.raises(ValueError, match=message):
+            StudyConfig(out_dir="x", lrs=bad)
+    with pytest.raises(ValueError, match="evaluation_seeds must be one of"):
+        StudyConfig(out_dir="x", evaluation_seeds="test")
+
+
+@pytest.mark.parametrize("seeds, first", [("evaluation", 1_000_000), ("validation", 3_000_000)])
+def test_a_cell_trains_at_its_methods_rate_and_scores_on_the_chosen_seeds(tmp_path, monkeypatch, tiny_vla, seeds,
+                                                                         first):
+    from types import SimpleNamespace
+
+    import robosteer.circuits.discover as discover_module
+    import robosteer.app.experiment as experiment
+    import robosteer.models as models
+    from robosteer.masks import HeadMask
+
+    mask = HeadMask.from_heads(["llm.L0H1"], tiny_vla.head_layout)
+    trained, scored = [], []
+    monkeypatch.setattr(experiment, "collect_demos", lambda task, n, out, seed, workers, cameras: "demos")
+    monkeypatch.setattr(models, "load_vla", lambda policy: tiny_vla)
+    monkeypatch.setattr(discover_module, "discover", lambda base, demos, cfg, out, probes: SimpleNamespace(mask=mask))
+
+    def fake_finetune(base, demos, method, config, mask=None, lora=None):
+        trained.append((method, config.lr, config.min_lr_ratio, config.schedule))
+        return experiment.FinetuneResult(method, Path(config.out_dir) / "policy.json", 1, 1.0, 1.0, 1.0, [])
+
+    class Result:
+        successes, n, success_rate, ci95 = 1, 2, 0.5, (0.1, 0.9)
+
+    def fake_evaluate(policy, tasks, episodes, workers=2, cameras=None, seed=None, **kw):
+        scored.append((tuple(tasks), seed))
+        return {t: Result() for t in tasks}
+
+    monkeypatch.setattr(experiment, "finetune", fake_finetune)
+    monkeypatch.setattr(experiment, "evaluate_policy", fake_evaluate)
+    config = StudyConfig(out_dir=str(tmp_path), tasks=("lift/novel_form",), methods=("heads-knn", "full"), seeds=(0,),
+                         lr=1e-4, lrs=("heads-knn=0.006",), evaluation_seeds=seeds, retention_tasks=("lift",))
+    heads = run_cell(config, "lift/novel_form", "heads-knn", 0)
+    run_cell(config, "lift/novel_form", "full", 0)
+    assert trained == [("heads", 0.006, 0.1, "cosine"), ("full", 1e-4, 0.1, "cosine")]
+    assert heads.settings["lr"] == 0.006 and heads.settings["min_lr_ratio"] == 0.1
+    assert scored == [(("lift/novel_form",), first), (("lift/base",), first)] * 2
+    no_retention = replace(config, out_dir=str(tmp_path / "grid"), retention_tasks=())
+    assert run_cell(no_retention, "lift/novel_form", "full", 0).retention == {}
+    assert scored[-1] == (("lift/novel_form",), first)  # the target only

@@ -15,13 +15,19 @@ Methods:
   measured once per study (``base_retention.json``), not once per cell;
 - ``lora``: LoRA r=32, alpha 16, all-linear (OpenVLA's finetuning default);
 - ``lora-matched``: LoRA with the rank whose trainable count is closest to ``heads``';
-- ``heads-knn`` / ``heads-attribution``: the top-k heads by that scorer;
+- ``heads-knn`` / ``heads-activation`` / ``heads-attribution``: the top-k heads by that scorer (the released
+  kNN selection; activation patching, i.e. causal mediation on the simulator's probes; attribution patching);
 - ``random-heads``: as many random heads (the control for the selection);
 - ``full``: every parameter.
 
+Every method trains on the same schedule shape (warm-up over a tenth of the steps, cosine to
+``min_lr_ratio`` of the peak: the released recipe's) at its own peak rate (``lrs``, chosen once by
+``robosteer study-grid`` on validation seeds of a task that is not a target).
+
 Usage::
 
-    robosteer study --out runs/study --tasks lift/novel_color,lift/paraphrase --seeds 0,1,2
+    robosteer study-grid --out runs/grid                      # -> runs/grid/grid.json, its "lrs"
+    robosteer study --out runs/study --lrs heads-knn=0.006,lora=0.0005,...
 """
 
 from __future__ import annotations
@@ -62,18 +68,24 @@ class Arm:
 # rank from the heads, random-heads draws as many). Checked against the two registries by tests/test_study.py.
 ARMS: dict[str, Arm] = {
     "zero-shot": Arm(None), "lora": Arm("lora"), "lora-matched": Arm("lora"), "heads-knn": Arm("heads"),
-    "heads-attribution": Arm("heads", selector="attribution"), "random-heads": Arm("random-heads"), "full": Arm("full"),
+    "heads-activation": Arm("heads", selector="activation"), "heads-attribution": Arm("heads", selector="attribution"),
+    "random-heads": Arm("random-heads"), "full": Arm("full"),
 }
 STUDY_METHODS = tuple(ARMS)
 # methods without a seed (no demonstrations, seed-independent evaluation): one cell per task, under the first seed
 SEEDLESS_METHODS = tuple(m for m, arm in ARMS.items() if arm.train is None)
-# v1's matrix (docs/results.md): one task per axis in the push family, the one the v1 default performed, plus the
-# unseen stack family. The v5 default grasps, and the study asked again of it (issue #20) takes its targets from the
-# held-out split, where every task is at least 0.20 below its base zero-shot.
-DEFAULT_TASKS = ("push/distractors", "push/paraphrase", "push/relational", "push/camera_shift", "stack/base")
-# v1's matrix measured what a finetuned policy keeps on lift/base and push/base: the v1 default succeeded on 0 place
-# episodes (nothing to lose). The v5 default performs all three.
-RETENTION_TASKS = ("lift/base", "push/base")
+# The study asked of the v5 default (issue #20): ten tasks of the held-out split (each at least 0.20 below its base
+# zero-shot, docs/default_policy.md), every axis and all three families, with the paper's robustness axes (object
+# form, distractors, lighting) and the unseen stack family. v1's matrix (docs/results/matrix) ran the push family
+# only: push/distractors, push/paraphrase, push/relational, push/camera_shift, stack/base.
+DEFAULT_TASKS = ("lift/novel_form", "lift/lookalikes", "lift/harsh_light", "lift/relational", "place/paraphrase",
+                 "place/lighting", "place/far_region", "push/novel_color", "push/paraphrase", "stack/base")
+# The learning-rate grid's task: in the held-out split, not a target (a grasping, visual task).
+VALIDATION_TASK = "place/novel_color"
+# What a finetuned policy keeps: all three pretraining tasks (v1's matrix measured lift/base and push/base only; the
+# v1 default placed nothing).
+RETENTION_TASKS = ("lift/base", "place/base", "push/base")
+EVALUATION_SEEDS = ("evaluation", "validation")  # sim.tasks.EVAL_SEED / VALIDATION_SEED
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,8 @@ class StudyConfig:
     out_dir: str = field(metadata={"help": "study folder: study.json, cells/, work/, results.json"})
     policy: str = field(default="default", metadata={"help": "base policy: 'default' or a checkpoint folder"})
     tasks: tuple[str, ...] = field(default=DEFAULT_TASKS, metadata={
-        "help": "adaptation tasks, one per axis: visual, linguistic, spatial, environment, unseen family"})
+        "help": "adaptation tasks: held-out variations on every axis (visual, linguistic, spatial, environment) "
+                "and the unseen family"})
     methods: tuple[str, ...] = field(default=STUDY_METHODS, metadata={"help": "study methods",
                                                                       "choices": STUDY_METHODS})
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={
@@ -93,11 +106,20 @@ class StudyConfig:
         "help": "heads to finetune (7: 20/144 of the default policy's 48 LLM heads)"})
     steps: int = field(default=STEERING_STEPS, metadata={"help": "finetuning steps (the same for every method)"})
     batch_size: int = field(default=field_default(TrainConfig, "batch_size"), metadata={"help": "finetuning batch"})
-    lr: float = field(default=field_default(TrainConfig, "lr"), metadata={"help": "peak finetuning learning rate"})
+    lr: float = field(default=field_default(TrainConfig, "lr"), metadata={
+        "help": "peak finetuning learning rate"})
+    lrs: tuple[str, ...] = field(default=(), metadata={
+        "help": "per-method peak rates, method=rate, for the methods named instead of --lr (study-grid's choice: "
+                "grid.json 'lrs')"})
+    min_lr_ratio: float = field(default=0.1, metadata={
+        "help": "the cosine schedule's floor, a fraction of the peak (the released recipe: a tenth)"})
     episodes: int = field(default=50, metadata={"help": "evaluation episodes on the target task"})
     retention_tasks: tuple[str, ...] = field(default=RETENTION_TASKS, metadata={
         "help": "pretraining tasks on which what each policy keeps is measured"})
     retention_episodes: int = field(default=20, metadata={"help": "evaluation episodes on each retention task"})
+    evaluation_seeds: str = field(default="evaluation", metadata={"choices": EVALUATION_SEEDS, "help":
+        "which task instances score the policies: the evaluation seeds (1,000,000 +), or the validation seeds "
+        "(3,000,000 +) that choices such as the learning-rate grid are made on"})
     workers: int = field(default=2, metadata={"help": "simulator processes for collection and evaluation"})
     cameras: tuple[str, ...] | None = field(default=None, metadata={"choices": VIEWS, "help":
         "views the policies see, main first: the demonstrations, probes and evaluations (default: the base "
@@ -114,6 +136,12 @@ class StudyConfig:
             object.__setattr__(self, name, tuple(str(Task.parse(t)) for t in getattr(self, name)))
         if not self.seeds or self.demos < 1 or self.episodes < 1:
             raise ValueError("a study needs seeds, demos >= 1 and episodes >= 1")
+        if self.evaluation_seeds not in EVALUATION_SEEDS:
+            raise ValueError(f"StudyConfig.evaluation_seeds must be one of {EVALUATION_SEEDS}, "
+                             f"got {self.evaluation_seeds!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"StudyConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        self.method_lrs()  # malformed --lrs entries fail here, before anything runs
         from robosteer.sim.tasks import EVAL_SEED
 
         if min(self.seeds) < 0 or self.demo_seed(max(self.seeds)) + self.demos > EVAL_SEED:
@@ -123,6 +151,37 @@ class StudyConfig:
             from robosteer.sim.cameras import check_cameras
 
             object.__setattr__(self, "cameras", check_cameras(self.cameras, "StudyConfig.cameras"))
+
+    def method_lrs(self) -> dict[str, float]:
+        """``lrs`` as {method: rate}; a method it does not name trains at ``lr`` (see ``lr_for``)."""
+        rates: dict[str, float] = {}
+        for entry in self.lrs:
+            method, sep, value = entry.partition("=")
+            method = method.strip()
+            try:
+                rate = float(value) if sep else float("nan")
+            except ValueError:
+                rate = float("nan")
+            if method not in STUDY_METHODS or ARMS[method].train is None:
+                trained = [m for m, arm in ARMS.items() if arm.train is not None]
+                raise ValueError(f"StudyConfig.lrs entry {entry!r}: {method!r} is not a finetuned study method "
+                                 f"({', '.join(trained)})")
+            if not rate > 0:
+                raise ValueError(f"StudyConfig.lrs entry {entry!r}: expected method=rate with a rate > 0")
+            if method in rates:
+                raise ValueError(f"StudyConfig.lrs names {method!r} twice")
+            rates[method] = rate
+        return rates
+
+    def lr_for(self, method: str) -> float:
+        """The peak learning rate ``method`` trains at: its ``lrs`` entry, else ``lr``."""
+        return self.method_lrs().get(method, self.lr)
+
+    def eval_seed(self) -> int:
+        """The first task-instance seed the policies are scored on (``evaluation_seeds``)."""
+        from robosteer.sim.tasks import EVAL_SEED, VALIDATION_SEED
+
+        return EVAL_SEED if self.evaluation_seeds == "evaluation" else VALIDATION_SEED
 
     def views(self) -> tuple[str, ...]:
         """The cameras of every collection and evaluation: ``cameras``, checked against the base policy's
@@ -185,12 +244,16 @@ def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResu
     cell = CellResult(task, method, seed, target={}, settings={"demos": 0})
     views = config.views()  # a mismatch with the base policy stops the cell before anything is collected
     policy = config.policy if method in SEEDLESS_METHODS else _adapt(config, cell, views)
-    cell.target = _summary(evaluate_policy(policy, [task], config.episodes, config.workers, cameras=views)[task])
-    if policy == config.policy:  # the base policy: measured once per study
+    seed0 = config.eval_seed()
+    cell.target = _summary(evaluate_policy(policy, [task], config.episodes, config.workers, cameras=views,
+                                           seed=seed0)[task])
+    if not config.retention_tasks:
+        cell.retention = {}
+    elif policy == config.policy:  # the base policy: measured once per study
         cell.retention = base_retention(config, list(config.retention_tasks))
     else:
         kept = evaluate_policy(policy, list(config.retention_tasks), config.retention_episodes, config.workers,
-                               cameras=views)
+                               cameras=views, seed=seed0)
         cell.retention = {t: _summary(r) for t, r in kept.items()}
     write_json_atomic(path, asdict(cell), newline=False)
     return cell
@@ -198,10 +261,10 @@ def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResu
 
 def recorded_settings(train: TrainConfig, lora, warmup_fraction: float) -> dict:
     """A finetuned cell's ``settings``: the schedule and LoRA numbers it trained with, under the names (and in the
-    order) the committed cells record them (docs/results/matrix)."""
+    order) the committed cells record them (docs/results/matrix; its cells ran before ``min_lr_ratio``, at 0)."""
     return {"steps": train.steps, "batch_size": train.batch_size, "lr": train.lr, "warmup_fraction": warmup_fraction,
             "schedule": train.schedule, "betas": train.betas, "label_smoothing": train.label_smoothing,
-            "seed": train.seed, "lora_r": lora.r, "lora_alpha": lora.alpha}
+            "seed": train.seed, "lora_r": lora.r, "lora_alpha": lora.alpha, "min_lr_ratio": train.min_lr_ratio}
 
 
 def _adapt(config: StudyConfig, cell: CellResult, views: tuple[str, ...]) -> str:
@@ -216,8 +279,8 @@ def _adapt(config: StudyConfig, cell: CellResult, views: tuple[str, ...]) -> str
     task, method, seed = cell.task, cell.method, cell.seed
     arm = ARMS[method]
     work = Path(config.out_dir) / "work" / task.replace("/", "_") / f"seed{seed}"
-    train = steering_config(work / method, steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=seed,
-                            action_tokens=token_actions(config.policy))
+    train = steering_config(work / method, steps=config.steps, batch_size=config.batch_size, lr=config.lr_for(method),
+                            seed=seed, action_tokens=token_actions(config.policy), min_lr_ratio=config.min_lr_ratio)
     lora = LoraSettings()
     first = config.demo_seed(seed)
     cell.settings = {**recorded_settings(train, lora, WARMUP_FRACTION), "demos": config.demos,
@@ -246,15 +309,18 @@ def base_retention(config: StudyConfig, pretrain: list[str]) -> dict:
     from robosteer.files import read_json, write_json_atomic
 
     path = Path(config.out_dir) / "base_retention.json"
-    key = {"policy": config.policy, "tasks": pretrain, "episodes": config.retention_episodes}
+    key = {"policy": config.policy, "tasks": pretrain, "episodes": config.retention_episodes,
+           "evaluation_seeds": config.evaluation_seeds}
     if path.is_file():
         saved = read_json(path, "base retention")
         was = saved.get("key", {})
-        if (was.get("policy"), was.get("episodes")) == (config.policy, config.retention_episodes) and \
-                set(pretrain) <= set(saved["retention"]):  # measured on these tasks (and maybe more)
+        same = (was.get("policy"), was.get("episodes"), was.get("evaluation_seeds", "evaluation")) == \
+            (config.policy, config.retention_episodes, config.evaluation_seeds)
+        if same and set(pretrain) <= set(saved["retention"]):  # measured on these tasks (and maybe more)
             return {t: saved["retention"][t] for t in pretrain}
         log.warning("%s was measured with other settings (%s); measuring again", path, saved.get("key"))
-    kept = evaluate_policy(config.policy, pretrain, config.retention_episodes, config.workers, cameras=config.views())
+    kept = evaluate_policy(config.policy, pretrain, config.retention_episodes, config.workers, cameras=config.views(),
+                           seed=config.eval_seed())
     retention = {t: _summary(r) for t, r in kept.items()}
     write_json_atomic(path, {"key": key, "retention": retention}, newline=False)
     return retention
