@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "robosteer.app.cli",  # evaluate (the simulator's command, with the application's policy loading), finetune, pretrain
     "robosteer.circuits.cli",
     "robosteer.app.study",
+    "robosteer.app.study_grid",  # study-grid: each study method's learning rate, chosen on validation seeds
     "robosteer.app.study_report",
     "robosteer.app.explain_episode",  # explain: one episode, explained step by step, as an HTML viewer
 )

@@ -29,7 +29,7 @@ import pytest
 from .kill_worker import canonical_bytes
 
 REPO = Path(__file__).resolve().parents[1]
-TIMED = ("train_seconds", "peak_rss_mb", "resumed_at_step")  # a study cell's measured costs: differ run to run
+TIMED = ("train_seconds", "peak_rss_mb", "resumed_at_step", "cell_seconds")  # a cell's measured costs: differ run to run
 
 pytestmark = pytest.mark.skipif(not (hasattr(os, "fork") and Path("/proc/self/fd").is_dir()),
                                 reason="the kill worker forks and reads /proc/self/fd (Linux)")
@@ -295,7 +295,11 @@ def run_killed(server, references, base, job: str, name: str, kills: list[dict])
 
 def unfinished_cells(out: Path) -> dict[str, int]:
     """The study's cells not yet written, each with the step of its training run's newest checkpoint (0: none)."""
-    return {f"cells/lift_base/{method}/seed1.json": checkpoint_step(out / "work/lift_base/seed1" / method / "checkpoints")
+    def step(method: str) -> int:  # a method's training folder is named by its rate (study._adapt)
+        runs = sorted((out / "work/lift_base/seed1").glob(f"{method}-lr*"))
+        return checkpoint_step(runs[0] / "checkpoints") if runs else 0
+
+    return {f"cells/lift_base/{method}/seed1.json": step(method)
             for method in ("heads-knn", "random-heads") if not (out / f"cells/lift_base/{method}/seed1.json").exists()}
 
 

@@ -59,6 +59,19 @@ def test_peak_memory_is_measured_per_run_not_per_process():
     assert _peak_rss_mb(True) < high - 150  # the earlier 200 MB peak no longer counts
 
 
+def _found(mask):
+    """A discovery result as the study reads it: the mask, and scores of every LLM head (importance in head order)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from robosteer.circuits.scores import HeadScores
+
+    llm = [h for h in mask.layout.heads() if h.tower == "llm"]
+    scores = HeadScores(heads=llm, columns={"knn": np.arange(len(llm), dtype=float)}, higher_is_better={"knn": False})
+    return SimpleNamespace(mask=mask, scores=scores, column="knn")
+
+
 def test_zero_shot_is_one_cell_per_task_and_base_retention_is_measured_once(tmp_path, monkeypatch):
     import robosteer.app.experiment as experiment
 
@@ -123,7 +136,7 @@ def test_a_finetuned_cell_records_its_cost_and_evaluates_the_adapted_policy(tmp_
 
     monkeypatch.setattr(experiment, "collect_demos", fake_collect)
     monkeypatch.setattr(models, "load_vla", lambda policy: tiny_vla)
-    monkeypatch.setattr(discover_module, "discover", lambda base, demos, cfg, out, probes: SimpleNamespace(mask=mask))
+    monkeypatch.setattr(discover_module, "discover", lambda base, demos, cfg, out, probes: _found(mask))
 
     def fake_finetune(base, demos, method, config, mask=None, lora=None):
         trained.append((demos, method, lora.r, config.seed))
@@ -146,7 +159,7 @@ def test_a_finetuned_cell_records_its_cost_and_evaluates_the_adapted_policy(tmp_
     assert trained == [("demos of push/paraphrase/40", "lora", rank, 2)]  # demonstrations on expert seeds 40-59
     assert cell.settings["lora_r"] == rank and cell.settings["demos"] == 20 and cell.settings["demo_seeds"] == [40, 59]
     assert (cell.trainable_params, cell.train_seconds, cell.peak_rss_mb) == (123, 4.5, 600.0)
-    policy = str(tmp_path / "work" / "push_paraphrase" / "seed2" / "lora-matched" / "policy.json")
+    policy = str(tmp_path / "work" / "push_paraphrase" / "seed2" / "lora-matched-lr0.0005" / "policy.json")
     # never the base; the default policy's own views (v5: agentview and wrist), for the demonstrations and both
     # evaluations
     two = ("agentview", "wrist")
@@ -246,7 +259,7 @@ def test_a_cell_trains_at_its_methods_rate_and_scores_on_the_chosen_seeds(tmp_pa
     trained, scored = [], []
     monkeypatch.setattr(experiment, "collect_demos", lambda task, n, out, seed, workers, cameras: "demos")
     monkeypatch.setattr(models, "load_vla", lambda policy: tiny_vla)
-    monkeypatch.setattr(discover_module, "discover", lambda base, demos, cfg, out, probes: SimpleNamespace(mask=mask))
+    monkeypatch.setattr(discover_module, "discover", lambda base, demos, cfg, out, probes: _found(mask))
 
     def fake_finetune(base, demos, method, config, mask=None, lora=None):
         trained.append((method, config.lr, config.min_lr_ratio, config.schedule))
@@ -271,3 +284,100 @@ def test_a_cell_trains_at_its_methods_rate_and_scores_on_the_chosen_seeds(tmp_pa
     no_retention = replace(config, out_dir=str(tmp_path / "grid"), retention_tasks=())
     assert run_cell(no_retention, "lift/novel_form", "full", 0).retention == {}
     assert scored[-1] == (("lift/novel_form",), first)  # the target only
+
+
+def test_studies_sharing_a_work_folder_share_demonstrations_and_train_each_rate_in_its_own_folder(tmp_path,
+                                                                                                  monkeypatch,
+                                                                                                  tiny_vla):
+    from types import SimpleNamespace
+
+    import robosteer.circuits.discover as discover_module
+    import robosteer.app.experiment as experiment
+    import robosteer.models as models
+    from robosteer.masks import HeadMask
+
+    mask = HeadMask.from_heads(["llm.L0H1"], tiny_vla.head_layout)
+    demos_at, runs_at = [], []
+    monkeypatch.setattr(experiment, "collect_demos",
+                        lambda task, n, out, seed, workers, cameras: demos_at.append(Path(out)) or "demos")
+    monkeypatch.setattr(models, "load_vla", lambda policy: tiny_vla)
+    monkeypatch.setattr(discover_module, "discover", lambda base, demos, cfg, out, probes: _found(mask))
+
+    def fake_finetune(base, demos, method, config, mask=None, lora=None):
+        runs_at.append(Path(config.out_dir))
+        return experiment.FinetuneResult(method, Path(config.out_dir) / "policy.json", 1, 1.0, 1.0, 1.0, [])
+
+    class Result:
+        successes, n, success_rate, ci95 = 1, 2, 0.5, (0.1, 0.9)
+
+    monkeypatch.setattr(experiment, "finetune", fake_finetune)
+    monkeypatch.setattr(experiment, "evaluate_policy", lambda policy, tasks, *a, **kw: {t: Result() for t in tasks})
+    shared = tmp_path / "shared-work"
+    for rate in ("0.002", "0.02"):
+        config = StudyConfig(out_dir=str(tmp_path / f"lr-{rate}"), work_dir=str(shared), tasks=("lift/novel_form",),
+                             methods=("heads-knn",), seeds=(1,), lrs=(f"heads-knn={rate}",), retention_tasks=())
+        run_cell(config, "lift/novel_form", "heads-knn", 1)
+        assert cell_path(config, "lift/novel_form", "heads-knn", 1).is_file()
+    assert demos_at == [shared / "lift_novel_form" / "seed1" / "demos"] * 2
+    assert runs_at == [shared / "lift_novel_form" / "seed1" / "heads-knn-lr0.002",
+                       shared / "lift_novel_form" / "seed1" / "heads-knn-lr0.02"]
+    assert StudyConfig(out_dir="o").work_root() == Path("o") / "work"
+
+
+def test_rank_bands_take_the_first_the_median_and_the_last_k():
+    from robosteer.app.study import band_heads
+
+    ranked = list("abcdefghij")
+    assert band_heads(ranked, 3, "top") == ["a", "b", "c"]
+    assert band_heads(ranked, 3, "middle") == ["d", "e", "f"]
+    assert band_heads(ranked, 3, "bottom") == ["h", "i", "j"]
+    for bad in ((ranked, 0, "top"), (ranked, 11, "top"), (ranked, 2, "upper")):
+        with pytest.raises(ValueError):
+            band_heads(*bad)
+
+
+def test_a_band_cell_trains_that_band_of_the_selectors_ranking_at_the_selectors_rate(tmp_path, monkeypatch,
+                                                                                    tiny_vla):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import robosteer.circuits.discover as discover_module
+    import robosteer.app.experiment as experiment
+    import robosteer.models as models
+    from robosteer.app.study import ARMS, Arm, STUDY_METHODS
+    from robosteer.circuits.scores import HeadScores
+    from robosteer.masks import HeadMask
+
+    assert "heads-knn-middle" in ARMS and "heads-knn-middle" not in STUDY_METHODS
+    with pytest.raises(ValueError, match="band"):
+        Arm("lora", band="bottom")
+    layout = tiny_vla.head_layout
+    llm = [h for h in layout.heads() if h.tower == "llm"]
+    # importance falls with the head's index: the ranking is llm in order
+    scores = HeadScores(heads=llm, columns={"knn": np.arange(len(llm), dtype=float)}, higher_is_better={"knn": False})
+    mask = HeadMask.from_heads(llm[:2], layout)
+    trained = []
+    monkeypatch.setattr(experiment, "collect_demos", lambda task, n, out, seed, workers, cameras: "demos")
+    monkeypatch.setattr(models, "load_vla", lambda policy: tiny_vla)
+    monkeypatch.setattr(discover_module, "discover",
+                        lambda base, demos, cfg, out, probes: SimpleNamespace(mask=mask, scores=scores, column="knn"))
+
+    def fake_finetune(base, demos, method, config, mask=None, lora=None):
+        trained.append((method, config.lr, [str(h) for h in mask.heads]))
+        return experiment.FinetuneResult(method, Path(config.out_dir) / "policy.json", 1, 1.0, 1.0, 1.0,
+                                         [str(h) for h in mask.heads])
+
+    class Result:
+        successes, n, success_rate, ci95 = 1, 2, 0.5, (0.1, 0.9)
+
+    monkeypatch.setattr(experiment, "finetune", fake_finetune)
+    monkeypatch.setattr(experiment, "evaluate_policy", lambda policy, tasks, *a, **kw: {t: Result() for t in tasks})
+    config = StudyConfig(out_dir=str(tmp_path), tasks=("lift/novel_form",), seeds=(0,), top_k=2, retention_tasks=(),
+                         methods=("heads-knn", "heads-knn-bottom"), lrs=("heads-knn=0.006",))
+    top = run_cell(config, "lift/novel_form", "heads-knn", 0)
+    bottom = run_cell(config, "lift/novel_form", "heads-knn-bottom", 0)
+    n = len(llm)
+    assert trained == [("heads", 0.006, [str(llm[0]), str(llm[1])]),
+                       ("heads", 0.006, [str(llm[n - 2]), str(llm[n - 1])])]
+    assert (top.heads_score, bottom.heads_score, bottom.score_column) == (0.5, n - 1.5, "knn")

@@ -340,3 +340,65 @@ def test_the_scatter_zooms_to_its_points_has_a_legend_and_defines_success_kept(t
     axis_title = fig.layout.xaxis2.title.text
     assert axis_title.startswith(definition) and "lift/base after adapting" in axis_title
     assert scatter.get_xlabel().startswith(definition)
+
+
+def test_the_paper_table_names_the_best_other_selector_once_for_every_task(tmp_path):
+    for task, (knn, act, att, lora) in {"lift/novel_form": (6, 2, 5, 4), "place/lighting": (3, 4, 1, 2)}.items():
+        for method, k in (("heads-knn", knn), ("heads-activation", act), ("heads-attribution", att), ("lora", lora)):
+            write_cell(tmp_path, task, method, 0, k)
+    write_cell(tmp_path, "lift/novel_form", "zero-shot", 0, 1)
+    report = StudyReport.load(tmp_path)
+    # attribution 6/20 beats activation 6/20? a tie goes to the first (activation); make attribution ahead
+    assert report.best_other_selector() == "heads-activation"
+    write_cell(tmp_path, "place/lighting", "heads-attribution", 0, 4)
+    report = StudyReport.load(tmp_path)
+    assert report.best_other_selector() == "heads-attribution"
+    table = "\n".join(report.paper_table())
+    assert "| task | zero-shot | LoRA r32 | heads (kNN) | heads (attribution) |" in table
+    assert "| place/lighting | — | 0.20 [" in table  # no zero-shot cell there: shown missing
+    assert "| **mean** | 0.10 [" in table and "(9/20) | 0.45 [" in table  # heads-knn 9/20, attribution 9/20
+    assert "heads (activation patching)" not in table
+
+
+def test_rank_bands_are_reported_per_selector_with_the_top_band_from_the_matrix(tmp_path):
+    from robosteer.app.study_bands import selector_summary
+
+    matrix, bands = tmp_path / "matrix", tmp_path / "bands"
+    for seed, (top, middle, bottom) in enumerate([(8, 5, 2), (6, 7, 1)]):
+        write_cell(matrix, "lift/novel_form", "heads-knn", seed, top, heads_score=0.01)
+        write_cell(bands, "lift/novel_form", "heads-knn-middle", seed, middle, heads_score=0.02)
+        write_cell(bands, "lift/novel_form", "heads-knn-bottom", seed, bottom, heads_score=0.05)
+        write_cell(matrix, "lift/novel_form", "lora", seed, 5)
+    write_cell(matrix, "place/lighting", "heads-knn", 0, 3)  # no bands there: not in the band table
+    write_cell(bands, "lift/novel_form", "heads-activation-middle", 0, 3)  # its other bands missing
+    report = StudyReport.load(matrix, bands=bands)
+    assert "heads-knn-middle" not in report.methods and len(report.band_cells) == 5
+    assert report.target("heads-knn").episodes == 30  # band cells are not pooled into the matrix's rows
+    summary = selector_summary(report, "knn")
+    assert summary["pairs"] == 2 and summary["pooled"] == {"top": (14, 20), "middle": (12, 20), "bottom": (3, 20)}
+    assert summary["difference"] == pytest.approx(0.55) and summary["ordered"] == 1  # seed 1: middle > top
+    assert selector_summary(report, "activation") is None
+    text = report.markdown()
+    assert "| lift/novel_form | 0 | knn | 0.01, 8/10 | 0.02, 5/10 | 0.05, 2/10 |" in text
+    assert "| knn | 2 | 0.70 (14/20) | 0.60 (12/20) | 0.15 (3/20) | +0.55 [" in text
+    assert "Largest top-minus-bottom difference: knn (+0.55); its interval clears 0." in text
+    assert "place/lighting | 0 | knn" not in text
+
+
+def test_the_grid_and_machine_time_are_reported(tmp_path):
+    from robosteer.app.study_grid import grid_markdown
+
+    write_cell(tmp_path, "lift/novel_form", "lora", 0, 5, cell_seconds=1800.0)
+    write_cell(tmp_path, "lift/novel_form", "heads-knn", 0, 5, cell_seconds=900.0)
+    write_cell(tmp_path, "place/lighting", "heads-knn", 0, 5)
+    assert "Machine time: 0.8 h of wall time over 2 timed cells (1 cells ran before cells were timed)." in \
+        StudyReport.load(tmp_path).markdown()
+    summary = {"success": 0.5, "ci95": [0.3, 0.7], "successes": 15, "episodes": 30}
+    grid = {"task": "place/novel_color", "seed": 0, "episodes": 30, "zero_shot": {**summary, "successes": 8},
+            "table": [{"method": "lora", "lr": 5e-4, **summary, "trainable_params": 939264, "train_seconds": 110.0},
+                      {"method": "lora", "lr": 2e-4, **summary, "trainable_params": 939264, "train_seconds": 111.0}],
+            "chosen": {"lora": 2e-4}, "lrs": ["lora=0.0002"]}
+    text = "\n".join(grid_markdown(grid))
+    assert "| lora | 0.0002 | 0.50 [0.30, 0.70] (15/30) | 939,264 | 111 | yes |" in text
+    assert "| lora | 0.0005 | 0.50 [0.30, 0.70] (15/30) | 939,264 | 110 |  |" in text
+    assert "Zero-shot there: 8/30." in text and "`robosteer study --lrs lora=0.0002`" in text

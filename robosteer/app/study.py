@@ -52,6 +52,7 @@ class Arm:
 
     train: str | None
     selector: str = "knn"
+    band: str = "top"  # which heads of the selector's ranking: the top k (its selection), or a middle/bottom k
 
     def __post_init__(self) -> None:
         from robosteer.circuits.config import METHODS as SELECTORS
@@ -62,6 +63,21 @@ class Arm:
                              f"got {self.train!r}")
         if self.selector not in SELECTORS:
             raise ValueError(f"Arm.selector must be a head selector ({', '.join(SELECTORS)}), got {self.selector!r}")
+        if self.band not in BANDS or (self.band != "top" and self.train != "heads"):
+            raise ValueError(f"Arm.band must be one of {BANDS} ('middle'/'bottom' only for heads), got {self.band!r}")
+
+
+BANDS = ("top", "middle", "bottom")  # rank bands of a selector's score (issue #20: does the score predict benefit?)
+
+
+def band_heads(ranked: list, k: int, band: str) -> list:
+    """The ``k`` heads of a rank band of ``ranked`` (best first): the first k, the k around the median, the last k."""
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {BANDS}, got {band!r}")
+    if not 0 < k <= len(ranked):
+        raise ValueError(f"a band of {k} heads needs 1 <= k <= {len(ranked)} ranked heads")
+    start = {"top": 0, "middle": (len(ranked) - k) // 2, "bottom": len(ranked) - k}[band]
+    return list(ranked[start:start + k])
 
 
 # The study's methods, each named by what it trains; every cell of a seed also runs discovery (lora-matched sizes its
@@ -71,7 +87,13 @@ ARMS: dict[str, Arm] = {
     "heads-activation": Arm("heads", selector="activation"), "heads-attribution": Arm("heads", selector="attribution"),
     "random-heads": Arm("random-heads"), "full": Arm("full"),
 }
-STUDY_METHODS = tuple(ARMS)
+# Rank-band controls, run on a few tasks beside the matrix (not in its default methods): the top band of each
+# selector is the matrix's own heads-<selector> cell (for kNN, the released selection).
+BAND_ARMS: dict[str, Arm] = {f"heads-{s}-{band}": Arm("heads", selector=s, band=band)
+                             for s in ("knn", "activation", "attribution") for band in BANDS[1:]}
+ARMS.update(BAND_ARMS)
+STUDY_METHODS = tuple(m for m in ARMS if m not in BAND_ARMS)
+ALL_METHODS = tuple(ARMS)
 # methods without a seed (no demonstrations, seed-independent evaluation): one cell per task, under the first seed
 SEEDLESS_METHODS = tuple(m for m, arm in ARMS.items() if arm.train is None)
 # The study asked of the v5 default (issue #20): ten tasks of the held-out split (each at least 0.20 below its base
@@ -97,8 +119,9 @@ class StudyConfig:
     tasks: tuple[str, ...] = field(default=DEFAULT_TASKS, metadata={
         "help": "adaptation tasks: held-out variations on every axis (visual, linguistic, spatial, environment) "
                 "and the unseen family"})
-    methods: tuple[str, ...] = field(default=STUDY_METHODS, metadata={"help": "study methods",
-                                                                      "choices": STUDY_METHODS})
+    methods: tuple[str, ...] = field(default=STUDY_METHODS, metadata={
+        "help": "study methods (heads-<selector>-middle/-bottom: rank-band controls, not in the default matrix)",
+        "choices": ALL_METHODS})
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={
         "help": "study seeds: training seed and demonstrations (expert seeds seed x demos onwards)"})
     demos: int = field(default=20, metadata={"help": "expert demonstrations to adapt from"})
@@ -121,14 +144,17 @@ class StudyConfig:
         "which task instances score the policies: the evaluation seeds (1,000,000 +), or the validation seeds "
         "(3,000,000 +) that choices such as the learning-rate grid are made on"})
     workers: int = field(default=2, metadata={"help": "simulator processes for collection and evaluation"})
+    work_dir: str | None = field(default=None, metadata={"help":
+        "folder of the cells' demonstrations, discovered heads and training runs (default: OUT/work); studies that "
+        "share it reuse one collection of each task and seed"})
     cameras: tuple[str, ...] | None = field(default=None, metadata={"choices": VIEWS, "help":
         "views the policies see, main first: the demonstrations, probes and evaluations (default: the base "
         "policy's own views, agentview,wrist for a two-view policy)"})
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in STUDY_METHODS]
+        unknown = [m for m in self.methods if m not in ALL_METHODS]
         if unknown:
-            raise ValueError(f"unknown study method(s) {unknown}; known: {STUDY_METHODS}")
+            raise ValueError(f"unknown study method(s) {unknown}; known: {ALL_METHODS}")
         from robosteer.sim.tasks import Task
 
         # canonical names ("push" -> "push/base"): cells, study.json and the report's retention filter must agree
@@ -162,7 +188,7 @@ class StudyConfig:
                 rate = float(value) if sep else float("nan")
             except ValueError:
                 rate = float("nan")
-            if method not in STUDY_METHODS or ARMS[method].train is None:
+            if method not in ALL_METHODS or ARMS[method].train is None:
                 trained = [m for m, arm in ARMS.items() if arm.train is not None]
                 raise ValueError(f"StudyConfig.lrs entry {entry!r}: {method!r} is not a finetuned study method "
                                  f"({', '.join(trained)})")
@@ -174,14 +200,22 @@ class StudyConfig:
         return rates
 
     def lr_for(self, method: str) -> float:
-        """The peak learning rate ``method`` trains at: its ``lrs`` entry, else ``lr``."""
-        return self.method_lrs().get(method, self.lr)
+        """The peak learning rate ``method`` trains at: its ``lrs`` entry, else (a rank band) its selector's
+        heads-<selector> entry, else ``lr``."""
+        rates, arm = self.method_lrs(), ARMS[method]
+        if method not in rates and arm.band != "top":
+            method = f"heads-{arm.selector}"
+        return rates.get(method, self.lr)
 
     def eval_seed(self) -> int:
         """The first task-instance seed the policies are scored on (``evaluation_seeds``)."""
         from robosteer.sim.tasks import EVAL_SEED, VALIDATION_SEED
 
         return EVAL_SEED if self.evaluation_seeds == "evaluation" else VALIDATION_SEED
+
+    def work_root(self) -> Path:
+        """Where demonstrations, discovered heads and training runs go: ``work_dir``, else OUT/work."""
+        return Path(self.work_dir) if self.work_dir is not None else Path(self.out_dir) / "work"
 
     def views(self) -> tuple[str, ...]:
         """The cameras of every collection and evaluation: ``cameras``, checked against the base policy's
@@ -208,8 +242,11 @@ class CellResult:
     train_seconds: float = 0.0
     peak_rss_mb: float = 0.0
     heads: list[str] = field(default_factory=list)
+    heads_score: float | None = None  # the trained heads' mean score under the cell's selector column (heads methods)
+    score_column: str = ""  # that column (e.g. "knn", "activation:visual")
     settings: dict = field(default_factory=dict)
     resumed_at_step: int = 0  # training continued an interrupted run: train_seconds from checkpoints, peak partial
+    cell_seconds: float = 0.0  # the whole cell's wall time (collection, discovery, training, evaluations); 0: not timed
 
 
 def _summary(result) -> dict:
@@ -241,6 +278,7 @@ def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResu
     path = cell_path(config, task, method, seed)
     if path.is_file():
         return CellResult(**read_json(path, "study cell"))
+    t0 = time.perf_counter()
     cell = CellResult(task, method, seed, target={}, settings={"demos": 0})
     views = config.views()  # a mismatch with the base policy stops the cell before anything is collected
     policy = config.policy if method in SEEDLESS_METHODS else _adapt(config, cell, views)
@@ -255,6 +293,7 @@ def run_cell(config: StudyConfig, task: str, method: str, seed: int) -> CellResu
         kept = evaluate_policy(policy, list(config.retention_tasks), config.retention_episodes, config.workers,
                                cameras=views, seed=seed0)
         cell.retention = {t: _summary(r) for t, r in kept.items()}
+    cell.cell_seconds = time.perf_counter() - t0
     write_json_atomic(path, asdict(cell), newline=False)
     return cell
 
@@ -278,8 +317,10 @@ def _adapt(config: StudyConfig, cell: CellResult, views: tuple[str, ...]) -> str
 
     task, method, seed = cell.task, cell.method, cell.seed
     arm = ARMS[method]
-    work = Path(config.out_dir) / "work" / task.replace("/", "_") / f"seed{seed}"
-    train = steering_config(work / method, steps=config.steps, batch_size=config.batch_size, lr=config.lr_for(method),
+    work = config.work_root() / task.replace("/", "_") / f"seed{seed}"
+    rate = config.lr_for(method)
+    # one training folder per rate: a run resumed with another rate must not continue this one's checkpoints
+    train = steering_config(work / f"{method}-lr{rate:g}", steps=config.steps, batch_size=config.batch_size, lr=rate,
                             seed=seed, action_tokens=token_actions(config.policy), min_lr_ratio=config.min_lr_ratio)
     lora = LoraSettings()
     first = config.demo_seed(seed)
@@ -289,6 +330,12 @@ def _adapt(config: StudyConfig, cell: CellResult, views: tuple[str, ...]) -> str
     base = load_vla(config.policy)
     discovery = DiscoverConfig(method=arm.selector, top_k=config.top_k, seed=seed)
     found = discover_in_sim(base, demos, discovery, out=work / f"heads-{arm.selector}")
+    mask = found.mask
+    if arm.band != "top":
+        from robosteer.masks import HeadMask
+
+        llm = [h for h in found.scores.top(None, found.column) if h.tower == "llm"]
+        mask = HeadMask.from_heads(band_heads(llm, len(found.mask), arm.band), base.head_layout)
     if method == "lora-matched":
         # heads trains the query rows and output-projection columns of each selected LLM head
         llm = base.tower_modules()["llm"]
@@ -296,10 +343,15 @@ def _adapt(config: StudyConfig, cell: CellResult, views: tuple[str, ...]) -> str
         # alpha/r = 1/2 as in r32/a16 where the rank allows; alpha is a whole number >= 1, so rank 1 gets alpha 1
         lora = replace(lora, r=rank, alpha=max(1, rank // 2))
         cell.settings.update(lora_r=lora.r, lora_alpha=lora.alpha)
-    result = finetune(config.policy, demos, arm.train, train, mask=found.mask, lora=lora)
+    result = finetune(config.policy, demos, arm.train, train, mask=mask, lora=lora)
     cell.trainable_params, cell.train_seconds, cell.peak_rss_mb = (result.trainable_params, result.train_seconds,
                                                                   result.peak_rss_mb)
     cell.heads, cell.resumed_at_step = result.heads, result.resumed_at_step
+    if result.heads:  # the trained heads' score under the selector (random heads: under kNN), for the band question
+        values = dict(zip(map(str, found.scores.heads), found.scores.values(found.column)))
+        scored = [float(values[h]) for h in result.heads if h in values]
+        cell.heads_score = sum(scored) / len(scored) if scored else None
+        cell.score_column = found.column
     return str(result.policy)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from robosteer.files import read_json
 from robosteer.intervals import newcombe_interval, seed_bootstrap, wilson_interval
 from robosteer.sim.tasks import EVAL_SEED
-from robosteer.app.study import SEEDLESS_METHODS
+from robosteer.app.study import ARMS, BAND_ARMS, BANDS, SEEDLESS_METHODS
 from robosteer.app.study import STUDY_METHODS as METHOD_ORDER
 
 
@@ -95,23 +95,15 @@ class Goal:
         return f"| {self.goal} | {'yes' if self.met else 'no'} | {self.established} | {self.numbers} |"
 
 
-# one colour per method, shared by the interactive and the static figure; the method under test is drawn
-# opaque and outlined, the others muted
-_PALETTE = ("#7f7f7f", "#1f77b4", "#aec7e8", "#d62728", "#ff9896", "#9467bd", "#2ca02c", "#8c564b")
-_HIGHLIGHT = "heads-knn"
+_HIGHLIGHT = "heads-knn"  # the method under test: the figures' titles and highlight
 _NAMES = {"lora": "LoRA", "random-heads": "random heads"}
 
 
-def _error_bars(pooled: list[Pooled]) -> tuple[list[float], list[float]]:
-    """Distances from each rate down and up to its Wilson interval's ends (both figures' error bars)."""
-    return [p.rate - p.ci95[0] for p in pooled], [p.ci95[1] - p.rate for p in pooled]
-
-
-def _span(pooled: list[Pooled]) -> tuple[float, float]:
-    """An axis range around the points and their intervals, with a margin (the scatter's points crowd a corner)."""
-    low, high = min(p.ci95[0] for p in pooled), max(p.ci95[1] for p in pooled)
-    pad = max(0.03, 0.08 * (high - low))
-    return max(-pad, low - pad), min(1 + pad, high + pad)
+def _read_cells(study_dir: str | Path) -> list[dict]:
+    root = Path(study_dir) / "cells"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} not found: {study_dir} is not a study folder (run `robosteer study`)")
+    return [read_json(p, "study cell") for p in sorted(root.rglob("seed*.json"))]
 
 
 def _pool(summaries) -> Pooled:
@@ -121,28 +113,29 @@ def _pool(summaries) -> Pooled:
 class StudyReport:
     """The cells of one study folder; see the module docstring."""
 
-    def __init__(self, cells: list[dict], matrix: dict | None = None) -> None:
-        """``matrix``: the study's planned ``tasks``/``methods``/``seeds`` (``study.json``); else what the cells show."""
+    def __init__(self, cells: list[dict], matrix: dict | None = None, bands: list[dict] = ()) -> None:
+        """``matrix``: the study's planned ``tasks``/``methods``/``seeds`` (``study.json``); else what the cells show.
+        ``bands``: cells of the rank-band controls (``heads-<selector>-middle/-bottom``, run as a study of their
+        own); their top bands are the study's ``heads-<selector>`` cells."""
         if not cells:
             raise ValueError("the study has no finished cells yet")
-        self.cells = cells
+        self.band_cells = [c for c in list(cells) + list(bands) if c["method"] in BAND_ARMS]
+        self.cells = [c for c in cells if c["method"] not in BAND_ARMS]
         matrix = matrix or {}
-        self.tasks = list(matrix.get("tasks") or sorted({c["task"] for c in cells}))
-        present = {c["method"] for c in cells} | set(matrix.get("methods") or ())
+        self.tasks = list(matrix.get("tasks") or sorted({c["task"] for c in self.cells}))
+        present = ({c["method"] for c in self.cells} | set(matrix.get("methods") or ())) - set(BAND_ARMS)
         self.methods = [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
         self.seeds = sorted(set(matrix.get("seeds") or ()) | {c["seed"] for c in cells})
         # retention is pooled over the planned retention tasks only (cells may hold more: an earlier protocol)
         self.retention_tasks = list(matrix.get("retention_tasks") or sorted({t for c in cells for t in c["retention"]}))
 
     @classmethod
-    def load(cls, study_dir: str | Path) -> "StudyReport":
-        """Read every finished cell under ``study_dir/cells`` (JSON only)."""
-        root = Path(study_dir) / "cells"
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root} not found: {study_dir} is not a study folder (run `robosteer study`)")
+    def load(cls, study_dir: str | Path, bands: str | Path | None = None) -> "StudyReport":
+        """Read every finished cell under ``study_dir/cells`` (JSON only), and the rank-band study's under
+        ``bands/cells``."""
         plan = Path(study_dir) / "study.json"
         matrix = read_json(plan, "study plan") if plan.is_file() else None
-        return cls([read_json(p, "study cell") for p in sorted(root.rglob("seed*.json"))], matrix)
+        return cls(_read_cells(study_dir), matrix, _read_cells(bands) if bands is not None else [])
 
     def _cells(self, task: str | None = None, method: str | None = None) -> list[dict]:
         return [c for c in self.cells if (task is None or c["task"] == task) and (method is None or c["method"] == method)]
@@ -190,7 +183,8 @@ class StudyReport:
     def goals(self, heads: str = "heads-knn") -> list[Goal]:
         """Each goal on the (task, seed) pairs both methods finished. The goals are declared for kNN-selected heads
         (the default); ``heads="heads-attribution"`` asks the same questions of the other selection."""
-        named = {"heads-knn": "heads (kNN)", "heads-attribution": "heads (attribution)"}
+        named = {"heads-knn": "heads (kNN)", "heads-activation": "heads (activation patching)",
+                 "heads-attribution": "heads (attribution)"}
         if heads not in named:
             raise ValueError(f"the goals' comparisons are defined for {sorted(named)}, got heads={heads!r}")
         who = named[heads]
@@ -240,7 +234,7 @@ class StudyReport:
                  "with the 95% Wilson interval. Every cell runs the same evaluation episodes (seeds "
                  f"{EVAL_SEED:,}+), "
                  "so pooled seeds are new policies on the same scenes: the interval speaks for these scenes, "
-                 "and is narrower than one for new scenes would be.", ""] + self._unmatched_note() + [
+                 "and is narrower than one for new scenes would be.", ""] + self._unmatched_note() + self.paper_table() + [
                  "### Target success per task", "",
                  "| task | " + " | ".join(self.methods) + " |", "|---" * (len(self.methods) + 1) + "|"]
         for task in self.tasks:
@@ -266,13 +260,19 @@ class StudyReport:
                   "three seeds, and not measured while a task has fewer).", "",
                   "| goal | met | established | numbers |", "|---|---|---|---|"]
         lines += [g.row() for g in self.goals()]
-        other = self.goals("heads-attribution")
-        if other:
-            lines += ["", "### The same comparisons for attribution-selected heads", "",
-                      "Not a goal (the goals name kNN selection, the default); the same tests, so a reader can "
-                      "see whether the choice of selection changes the answer.", "",
-                      "| comparison | met | established | numbers |", "|---|---|---|---|"] + [g.row() for g in other]
+        for selector, name in (("heads-activation", "activation-patching"), ("heads-attribution", "attribution")):
+            other = self.goals(selector)
+            if other:
+                lines += ["", f"### The same comparisons for {name}-selected heads", "",
+                          "Not a goal (the goals name kNN selection, the released one); the same tests, so a reader "
+                          "can see whether the choice of selection changes the answer.", "",
+                          "| comparison | met | established | numbers |", "|---|---|---|---|"] + [g.row() for g in other]
+        if self.band_cells:
+            from robosteer.app.study_bands import bands_markdown
+
+            lines += bands_markdown(self)
         lines += self._heads_table()
+        lines += self._machine_time()
         missing = self.missing()
         if missing:
             lines += ["", f"Missing cells ({len(missing)}): " + ", ".join(f"{t}/{m}/seed{s}" for t, m, s in missing)]
@@ -282,6 +282,42 @@ class StudyReport:
                       "RSS of the resumed part only): " + ", ".join(f"{c['task']}/{c['method']}/seed{c['seed']} "
                                                                   f"(at step {c['resumed_at_step']})" for c in resumed)]
         return "\n".join(lines) + "\n"
+
+    def best_other_selector(self) -> str | None:
+        """Of the selectors other than kNN, the one whose heads have the highest mean target success over all their
+        finished cells (one choice for every task, so that no task picks its own winner)."""
+        others = [m for m in ("heads-activation", "heads-attribution") if self.target(m).episodes]
+        return max(others, key=lambda m: (self.target(m).rate, -others.index(m))) if others else None
+
+    def paper_table(self) -> list[str]:
+        """The seed paper's form: per task, zero-shot, LoRA, heads by kNN and by the best other selector."""
+        best = self.best_other_selector()
+        columns = [m for m in ("zero-shot", "lora", "heads-knn", best) if m is not None and m in self.methods]
+        if not {"lora", "heads-knn"} <= set(columns):
+            return []
+        names = {"zero-shot": "zero-shot", "lora": "LoRA r32", "heads-knn": "heads (kNN)",
+                 "heads-activation": "heads (activation patching)", "heads-attribution": "heads (attribution)"}
+        lines = ["### Target success per task, in the paper's form", "",
+                 "Successes / episodes pooled over seeds, 95% Wilson interval. "
+                 + (f"The best other selector is {names[best]}, chosen once by mean target success over all its "
+                    "cells, not per task." if best else "No other selector has finished cells yet."), "",
+                 "| task | " + " | ".join(names[m] for m in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        for task in self.tasks:
+            lines.append(f"| {task} | " + " | ".join(self.target(m, task).cell() for m in columns) + " |")
+        lines.append("| **mean** | " + " | ".join(self.target(m).cell() for m in columns) + " |")
+        return lines + [""]
+
+    def _machine_time(self) -> list[str]:
+        """Machine hours: the whole cells' wall time (collection, discovery, training, evaluations) on this
+        machine, where the cells recorded it."""
+        cells = self.cells + self.band_cells
+        timed = [c for c in cells if c.get("cell_seconds")]
+        if not timed:
+            return []
+        hours = sum(float(c["cell_seconds"]) for c in timed) / 3600
+        untimed = len(cells) - len(timed)
+        return ["", f"Machine time: {hours:.1f} h of wall time over {len(timed)} timed cells"
+                + (f" ({untimed} cells ran before cells were timed)" if untimed else "") + "."]
 
     def _unmatched_note(self) -> list[str]:
         """A warning when the seeded methods' pooled rows cover different (task, seed) cells."""
@@ -361,99 +397,23 @@ class StudyReport:
                 f"adapting{newline}(pooled over cells; zero-shot: the base policy)")
 
     def figure(self):
-        """Plotly: target success per task and method (left), and each method's pooled target success against
-        the success it kept on the retention tasks (right), all with 95% Wilson intervals. The title is the finding
-        (:meth:`headline`); heads-knn is drawn opaque and outlined, the other methods muted; tasks where every
-        method scored 0 are named under the bars instead of drawn."""
-        from plotly.subplots import make_subplots
+        """The plotly figure of the study (``study_figures.success_figure``)."""
+        from robosteer.app.study_figures import success_figure
 
-        def errors(pooled: list[Pooled]) -> dict:
-            down, up = _error_bars(pooled)
-            return dict(type="data", symmetric=False, array=up, arrayminus=down)
-
-        tasks, note = self._drawn_tasks()
-        fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.09, subplot_titles=(
-            "target success per task (95% Wilson intervals; missing cells are gaps)", "target success vs success kept"))
-        drawn: list[tuple[Pooled, Pooled]] = []
-        for i, m in enumerate(self.methods):
-            color, key = _PALETTE[i % len(_PALETTE)], m == _HIGHLIGHT
-            outline = dict(color="black", width=1.5 if key else 0)
-            pooled = [self.target(m, t) for t in tasks]
-            fig.add_bar(name=m, x=tasks, y=[p.rate for p in pooled], error_y=errors(pooled), marker_color=color,
-                        marker_line=outline, opacity=1.0 if key else 0.55, legendgroup=m,
-                        customdata=[[p.successes, p.episodes] for p in pooled],
-                        hovertemplate=f"{m}<br>%{{x}}: %{{y:.2f}} (%{{customdata[0]}}/%{{customdata[1]}})<extra></extra>",
-                        row=1, col=1)
-            target, kept = self.target(m), self.retention(m)
-            if not target.episodes or not kept.episodes:
-                continue
-            drawn.append((target, kept))
-            params = self.mean_of(m, "trainable_params")
-            fig.add_scatter(x=[kept.rate], y=[target.rate], mode="markers", name=m, legendgroup=m, showlegend=False,
-                            marker=dict(size=15 if key else 10, color=color, opacity=1.0 if key else 0.6, line=outline),
-                            error_x=errors([kept]), error_y=errors([target]),
-                            hovertemplate=(f"{m}<br>target %{{y:.2f}} ({target.successes}/{target.episodes})<br>"
-                                           f"kept %{{x:.2f}} ({kept.successes}/{kept.episodes})<br>"
-                                           f"{params:,.0f} trainable parameters<extra></extra>"), row=1, col=2)
-        title, subtitle = self.headline()
-        fig.update_layout(barmode="group", template="plotly_white", height=540, margin=dict(t=110),
-                          title=dict(text=f"{title}<br><sup>{subtitle}</sup>", x=0.01, xanchor="left"))
-        fig.update_yaxes(title_text="target success", range=[0, 1], row=1, col=1)
-        fig.update_xaxes(title_text=note, row=1, col=1)
-        if drawn:
-            fig.update_yaxes(range=_span([t for t, _ in drawn]), row=1, col=2)
-            fig.update_xaxes(range=_span([k for _, k in drawn]), row=1, col=2)
-        fig.update_yaxes(title_text="target success (all finished cells)", row=1, col=2)
-        fig.update_xaxes(title_text=self._kept_title("<br>"), title_font_size=12, row=1, col=2)
-        return fig
+        return success_figure(self)
 
     def static_figure(self):
-        """The same two panels as :meth:`figure`, drawn with matplotlib for a PNG that renders where HTML does not
-        (a Markdown viewer, a paper). Returns a ``matplotlib.figure.Figure`` (no pyplot state is touched)."""
-        from matplotlib.figure import Figure
+        """The same panels as a matplotlib Figure, for a PNG (``study_figures.static_success_figure``)."""
+        from robosteer.app.study_figures import static_success_figure
 
-        fig = Figure(figsize=(13, 5.8), layout="constrained")
-        bars, scatter = fig.subplots(1, 2, width_ratios=[0.6, 0.4])
-        tasks, note = self._drawn_tasks()
-        width = 0.8 / max(1, len(self.methods))
-        drawn: list[tuple[Pooled, Pooled]] = []
-        for i, m in enumerate(self.methods):
-            color, key = _PALETTE[i % len(_PALETTE)], m == _HIGHLIGHT
-            look = dict(alpha=1.0 if key else 0.55, zorder=3 if key else 2)
-            pooled = [self.target(m, t) for t in tasks]
-            shown = [(j, p) for j, p in enumerate(pooled) if p.episodes]  # missing cells stay gaps
-            if shown:
-                x = [j + (i - (len(self.methods) - 1) / 2) * width for j, _ in shown]
-                ps = [p for _, p in shown]
-                bars.bar(x, [p.rate for p in ps], width, yerr=_error_bars(ps), color=color, label=m, capsize=2,
-                         edgecolor="black" if key else "none", linewidth=1.2 if key else 0, **look,
-                         error_kw=dict(elinewidth=0.8, alpha=look["alpha"]))
-            target, kept = self.target(m), self.retention(m)
-            if target.episodes and kept.episodes:
-                drawn.append((target, kept))
-                scatter.errorbar([kept.rate], [target.rate], xerr=_error_bars([kept]), yerr=_error_bars([target]),
-                                 fmt="o", color=color, markersize=11 if key else 7, capsize=3, label=m,
-                                 markeredgecolor="black" if key else color, **look)
-        bars.set_xticks(range(len(tasks)), tasks, rotation=15)
-        bars.set(ylim=(0, 1), ylabel="target success")
-        bars.set_title("target success per task (95% Wilson intervals; missing cells are gaps)", fontsize=10)
-        bars.set_xlabel(note, fontsize=9)
-        scatter.set(ylabel="target success (all finished cells)")
-        scatter.set_title("target success vs success kept", fontsize=10)
-        scatter.set_xlabel(self._kept_title("\n"), fontsize=9)
-        if drawn:
-            scatter.set(ylim=_span([t for t, _ in drawn]), xlim=_span([k for _, k in drawn]))
-        for legend in (bars.legend(fontsize=8, ncols=2), scatter.legend(fontsize=8, loc="best") if drawn else None):
-            for text in legend.get_texts() if legend else ():
-                text.set_fontweight("bold" if text.get_text() == _HIGHLIGHT else "normal")
-        title, subtitle = self.headline()
-        fig.suptitle(f"{title}\n{subtitle}" if subtitle else title, fontsize=11)
-        return fig
+        return static_success_figure(self)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("study-report", help="tables, goal checks and a plotly figure from a study folder")
     p.add_argument("study_dir")
+    p.add_argument("--bands", help="a rank-band study folder (heads-<selector>-middle/-bottom cells) to report beside it")
+    p.add_argument("--grid", help="a learning-rate grid folder (robosteer study-grid) whose grid.json to report too")
     p.add_argument("--out", help="write the Markdown here (default: print it)")
     p.add_argument("--html", help="write the interactive success figure here")
     p.add_argument("--png", help="write the same figure as a static PNG here (matplotlib)")
@@ -465,8 +425,12 @@ def register(subparsers) -> None:
 def _command(args) -> int:
     from robosteer.files import atomic_write_text
 
-    report = StudyReport.load(args.study_dir)
+    report = StudyReport.load(args.study_dir, bands=args.bands)
     text = report.markdown()
+    if args.grid:
+        from robosteer.app.study_grid import grid_markdown
+
+        text += "\n" + "\n".join(grid_markdown(read_json(Path(args.grid) / "grid.json", "learning-rate grid"))) + "\n"
     if args.out:
         atomic_write_text(args.out, text)
     else:
