@@ -100,7 +100,8 @@ def main() -> None:
     print(f"[4/4] closed-loop evaluation on {args.episodes} episodes each (evaluation seeds)")
 
     def success(policy):
-        return evaluate_policy(policy, [args.task_name], args.episodes, args.workers, cameras=views)[args.task_name]
+        return evaluate_policy(policy, [args.task_name], args.episodes, args.workers, cameras=views,
+                               progress=True)[args.task_name]
 
     results = {"zero-shot": success(args.policy)} | {m: success(cell.policy) for m, cell in cells.items()}
 

@@ -223,6 +223,9 @@ def test_views_name_heads_and_draw_what_they_say(explained):
     assert "droll" in title and "action units" in title and "up" in title and "action 2 of 3" in title
     att = ex.attention_map("llm.L2H1", view=1, at="t0.dz")
     assert np.asarray(att.data[0].z).shape == (ex.attention.grid,) * 2 and "view 1" in att.layout.title.text
+    g = ex.attention.grid  # the axes end at the grid's edges (no empty padding beside it), rows top-down
+    assert list(att.layout.xaxis.range) == [-0.5, g - 0.5] and list(att.layout.yaxis.range) == [g - 0.5, -0.5]
+    assert att.layout.xaxis.constrain == att.layout.yaxis.constrain == "domain"
     logit_title = explained["tokens"][3].contribution_map(dim=0, quantity="logit").layout.title.text
     assert "chosen bin" in logit_title and "logit" in logit_title
     assert explained["tokens"][3].summary().loc["dx", "gap"] == pytest.approx(explained["tokens"][3].parts["expected"].gap[0, 0])

@@ -187,3 +187,22 @@ def test_discover_stream_writes_activations_and_scores_the_same(setup, tmp_path)
     assert streamed.scores.to_frame().equals(plain.scores.to_frame()) and streamed.mask.heads == plain.mask.heads
     with pytest.raises(ValueError, match="needs an output folder"):
         discover(vla, _Frames(frames), DiscoverConfig(stream=True))
+
+
+def test_discovery_names_the_demonstrations_task_and_the_policy_in_the_head_map(setup, tmp_path):
+    from robosteer.circuits.discover import DiscoverConfig, discover
+
+    vla, frames = setup
+    data = _Frames(frames)
+    data.meta = {"collect_config": {"tasks": ["place/paraphrase"]}}
+    vla.source = "runs/v5"
+    found = discover(vla, data, DiscoverConfig(top_k=2), out=tmp_path)
+    assert (found.scores.meta["task"], found.scores.meta["policy"]) == ("place/paraphrase", "runs/v5")
+    from robosteer.viz import head_map
+
+    subtitle = head_map(found.scores, column=found.column, mask=found.mask).layout.title.text.split("<br>")[1]
+    assert "task place/paraphrase" in subtitle and "policy runs/v5 (model " in subtitle
+    page = found.files["headmap"].read_text().replace("\\/", "/")  # the page written is that figure
+    assert "task place" in page and "paraphrase" in page
+    del vla.source
+    assert "policy" not in discover(vla, _Frames(frames), DiscoverConfig(top_k=2)).scores.meta  # nothing invented

@@ -175,6 +175,24 @@ def test_evaluate_counts_failures_of_a_bad_policy():
     assert result.successes == 0 and policy.resets == 2 and [e.steps for e in result.episodes] == [3, 3]
 
 
+def test_evaluation_progress_moves_within_an_episode_and_the_result_is_not_logged_twice(capsys, caplog):
+    import logging
+
+    seen = []
+
+    def still(image, instruction, proprio):
+        seen.append(len(seen))
+        return np.zeros(7)
+
+    with caplog.at_level(logging.INFO, logger="robosteer.sim.evaluate"):
+        result = evaluate(still, "push/base", episodes=2, horizon=4, progress=True)
+    err = capsys.readouterr().err
+    assert result.n == 2 and len(seen) == 8
+    # the bar counts steps (8 = 2 episodes x horizon 4) and names the episode it is in
+    assert "/8" in err and "episode 1/2" in err and "episode 2/2" in err
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO and "success" in r.getMessage()]
+
+
 def test_policy_hook_and_cli_errors(capsys):
     with pytest.raises(FileNotFoundError, match="checkpoint folder not found: runs/no-such-policy"):
         load_policy("runs/no-such-policy")

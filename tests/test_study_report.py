@@ -365,9 +365,9 @@ def test_rank_bands_are_reported_per_selector_with_the_top_band_from_the_matrix(
 
     matrix, bands = tmp_path / "matrix", tmp_path / "bands"
     for seed, (top, middle, bottom) in enumerate([(8, 5, 2), (6, 7, 1)]):
-        write_cell(matrix, "lift/novel_form", "heads-knn", seed, top, heads_score=0.01)
-        write_cell(bands, "lift/novel_form", "heads-knn-middle", seed, middle, heads_score=0.02)
-        write_cell(bands, "lift/novel_form", "heads-knn-bottom", seed, bottom, heads_score=0.05)
+        write_cell(matrix, "lift/novel_form", "heads-knn", seed, top, heads_score=0.9)
+        write_cell(bands, "lift/novel_form", "heads-knn-middle", seed, middle, heads_score=0.6)
+        write_cell(bands, "lift/novel_form", "heads-knn-bottom", seed, bottom, heads_score=0.3)
         write_cell(matrix, "lift/novel_form", "lora", seed, 5)
     write_cell(matrix, "place/lighting", "heads-knn", 0, 3)  # no bands there: not in the band table
     write_cell(bands, "lift/novel_form", "heads-activation-middle", 0, 3)  # its other bands missing
@@ -379,7 +379,7 @@ def test_rank_bands_are_reported_per_selector_with_the_top_band_from_the_matrix(
     assert summary["difference"] == pytest.approx(0.55) and summary["ordered"] == 1  # seed 1: middle > top
     assert selector_summary(report, "activation") is None
     text = report.markdown()
-    assert "| lift/novel_form | 0 | knn | 0.01, 8/10 | 0.02, 5/10 | 0.05, 2/10 |" in text
+    assert "| lift/novel_form | 0 | knn | 0.9, 8/10 | 0.6, 5/10 | 0.3, 2/10 |" in text
     assert "| knn | 2 | 0.70 (14/20) | 0.60 (12/20) | 0.15 (3/20) | +0.55 [" in text
     assert "Largest top-minus-bottom difference: knn (+0.55); its interval clears 0." in text
     assert "place/lighting | 0 | knn" not in text

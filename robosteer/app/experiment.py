@@ -187,9 +187,10 @@ def finetune(base: str | Path, demos, method: str, config: TrainConfig, mask=Non
 
 
 def evaluate_policy(policy: str | Path, tasks, episodes: int, workers: int = 2, image_size: int = 64,
-                    seed: int | None = None, cameras: tuple[str, ...] | None = None):
+                    seed: int | None = None, cameras: tuple[str, ...] | None = None, progress: bool = False):
     """Closed-loop success of a policy (``"default"``, a checkpoint, or a ``policy.json``) on each task, seen by
-    ``cameras`` (default: the policy's own views; named ones must match its ``n_views``, ``policy_cameras``)."""
+    ``cameras`` (default: the policy's own views; named ones must match its ``n_views``, ``policy_cameras``);
+    ``progress``: a bar over the episodes (off for the study's background cells)."""
     from robosteer.app.policy import PolicyFactory, policy_cameras
     from robosteer.sim.collect import measure_policy
     from robosteer.sim.env import SimConfig
@@ -197,4 +198,4 @@ def evaluate_policy(policy: str | Path, tasks, episodes: int, workers: int = 2, 
 
     config = SimConfig(image_size=image_size, cameras=policy_cameras(policy, cameras))
     return measure_policy(PolicyFactory(str(policy)), list(tasks), episodes=episodes, seed=EVAL_SEED if seed is None else seed,
-                          workers=workers, config=config, progress=False)
+                          workers=workers, config=config, progress=progress)

@@ -62,8 +62,8 @@ def bands_markdown(report) -> list[str]:
     lines = ["", "### Does a selector's score predict finetuning benefit? (rank bands)", "",
              "Each selector's ranking of the 48 LLM heads cut into three bands of the same size: its top (its own "
              "selection, the matrix cell), the heads around the median, and the last. Same demonstrations, schedule "
-             "and evaluation episodes. Score: the band's mean under the selector's column (its direction is the "
-             "selector's: kNN cross-validated error, lower is better; patching effects, higher is better).", "",
+             "and evaluation episodes. Score: the band's mean under the selector's column, higher = more important "
+             "(kNN: 1 - cross-validated MSE / mean-action MSE; patching: the effect on the probe's metric).", "",
              "| task | seed | selector | top: score, success | middle | bottom |", "|---|---|---|---|---|---|"]
     summaries = {}
     for selector in SELECTORS:

@@ -149,6 +149,22 @@ def _select(scores: HeadScores, column: str, config: DiscoverConfig, layout, act
     return selection.to_mask(layout, fingerprint=scores.fingerprint, data=scores.data), selection
 
 
+def with_provenance(scores: HeadScores, vla, dataset) -> HeadScores:
+    """``scores`` with ``meta["task"]`` (the demonstrations' tasks) and ``meta["policy"]`` (what the model was
+    loaded from) where the scorer did not record them: the head-map's subtitle names both."""
+    from dataclasses import replace
+
+    meta = dict(scores.meta)
+    recorded = getattr(dataset, "meta", None)  # a collected folder's meta.json: collect_config.tasks
+    collected = recorded.get("collect_config") if isinstance(recorded, dict) else None
+    tasks = collected.get("tasks") if isinstance(collected, dict) else None
+    if tasks and "task" not in meta:
+        meta["task"] = ", ".join(map(str, tasks))
+    if getattr(vla, "source", None) and "policy" not in meta:
+        meta["policy"] = vla.source
+    return replace(scores, meta=meta) if meta != dict(scores.meta) else scores
+
+
 def discover(vla, dataset, config: DiscoverConfig = DiscoverConfig(), out: str | Path | None = None, *,
              probes: Sequence[Any] | None = None) -> DiscoveryResult:
     """Score heads on ``dataset`` and select ``config.top_k``; with ``out``, write the files a person opens.
@@ -156,6 +172,7 @@ def discover(vla, dataset, config: DiscoverConfig = DiscoverConfig(), out: str |
     ``probes``: the ``Probe`` objects the ``activation`` / ``attribution`` methods score on (see ``score_heads``).
     """
     scores, column, acts = _score_heads(vla, dataset, config, out, probes=probes)
+    scores = with_provenance(scores, vla, dataset)
     mask, selection = _select(scores, column, config, vla.head_layout, acts)
     result = DiscoveryResult(scores=scores, mask=mask, column=column, selection=selection)
     if out is not None:

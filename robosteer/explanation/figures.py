@@ -74,9 +74,14 @@ def attention_map(ex, head, view: int = 0, at=None, title: str | None = None):
                                hovertemplate="%{text}<extra></extra>", colorbar=dict(title=dict(text="attention"))))
     where = "every action position (mean)" if at is None else f"the position predicting {maps.read_labels[maps._rows(at)[0]]}"
     total = float(grid.sum())
-    heading = title or (f"Attention of {head} from {where} over camera view {view}'s {maps.grid}x{maps.grid} patches"
-                        f"<br><sup>fraction of the head's attention per patch (brighter = more; "
+    heading = title or (f"Attention of {head} over camera view {view} ({maps.grid}x{maps.grid} patches)"
+                        f"<br><sup>from {where}: fraction of the head's attention per patch<br>(brighter = more; "
                         f"{total:.1%} of it on this view)</sup>")
-    fig.update_layout(title=heading, template="plotly_white", xaxis_title="patch column", yaxis_title="patch row")
-    fig.update_yaxes(autorange="reversed", scaleanchor="x")
+    fig.update_layout(title=heading, template="plotly_white", xaxis_title="patch column", yaxis_title="patch row",
+                      width=640, height=600, margin=dict(t=110))
+    # square patches that fill the plot: the axes shrink to the grid ("domain") instead of padding the x range
+    # with empty columns beside it
+    extent = [-0.5, grid.shape[1] - 0.5]
+    fig.update_xaxes(range=extent, constrain="domain")
+    fig.update_yaxes(range=extent[::-1], scaleanchor="x", constrain="domain")
     return fig

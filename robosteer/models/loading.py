@@ -113,7 +113,8 @@ def load_vla(path: str | Path, dtype: Any = None, device: Any = None, allow_pick
     Malformed files raise ``FileFormatError`` naming the file and the field; ``strict=True`` also refuses
     ``config.json`` fields robosteer does not know (misspelt ones), which by default are only a warning.
     """
-    if str(path) == "default":
+    source = str(path)  # what the caller named it: "default" or the folder (discovery records it as the policy)
+    if source == "default":
         path = default_checkpoint_dir()
     directory = Path(path)
     if not directory.is_dir():
@@ -160,6 +161,7 @@ def load_vla(path: str | Path, dtype: Any = None, device: Any = None, allow_pick
     vla.config = vla.config.replace(torch_dtype=str(vla.dtype).removeprefix("torch."))
     if load_tokenizer:
         vla.tokenizer = load_tokenizer_from(directory)
+    vla.source = source
     vla.eval()
     return vla
 

@@ -19,7 +19,7 @@ from ..intervals import wilson_interval
 from .cameras import own_cameras
 from .env import SimConfig, make_env
 from .rollout import run_episode
-from .tasks import EVAL_SEED, Task
+from .tasks import EVAL_SEED, Task, get_family
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +110,24 @@ def evaluate(
     video_root = Path(video_dir) if video_dir else None
     if video_root:
         video_root.mkdir(parents=True, exist_ok=True)
+    # a bar over steps, not episodes: a slow policy shows life within its first episode
+    limit = horizon or get_family(task.family).horizon
+    bar = tqdm(total=episodes * limit, desc=f"eval {task}", unit="step", disable=not progress, leave=False)
     try:
-        bar = tqdm(range(seed, seed + episodes), desc=f"eval {task}", disable=not progress, leave=False)
-        for s in bar:
+        for k, s in enumerate(range(seed, seed + episodes)):
             frames: list | None = [] if video_root else None
-            ep = run_episode(env, task, s, policy, horizon=horizon, frames=frames)
+            bar.set_postfix_str(f"episode {k + 1}/{episodes}" + (f", success {result.success_rate:.2f}" if k else ""))
+            ep = run_episode(env, task, s, policy, horizon=horizon, frames=frames, on_step=lambda _: bar.update())
+            bar.update(limit - ep.length)  # an episode that succeeds early skips the rest of its horizon
             record = EpisodeRecord(s, ep.instruction, ep.success, ep.length)
             if video_root and frames and frames[0] is not None:
                 path = video_root / f"{task.family}_{task.variation}_seed{s:05d}.{video_format}"
                 _write_video(path, frames, env.config.control_freq)
                 record.video = str(path)
             result.episodes.append(record)
-            bar.set_postfix(success=f"{result.success_rate:.2f}")
     finally:
+        bar.close()
         if own_env:
             env.close()
-    log.info(result.summary())
+    log.debug(result.summary())  # the caller prints or returns it: at INFO it would show twice on a terminal
     return result

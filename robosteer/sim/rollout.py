@@ -82,6 +82,7 @@ def run_episode(
     frames: list | None = None,
     start_jitter: float = 0.0,
     counterfactual: bool = False,
+    on_step=None,
 ) -> Episode:
     """``run_episode(env, "lift/base", 0, policy)``: reset to the seeded instance and roll out.
 
@@ -94,6 +95,7 @@ def run_episode(
     including the last one (for videos; with several cameras, the views side by side). With
     ``counterfactual`` the seeded scene is run with its distractor named instead of the target
     (``scene.counterfactual_scene``): same images at the start, another instruction and trajectory.
+    ``on_step(step)``, if given, is called after each executed step (1, 2, ...): a progress bar's sign of life.
     """
     task = Task.parse(task)
     scene = sample_scene(task, seed)
@@ -129,6 +131,8 @@ def run_episode(
             executed[:6] += noise_rng.normal(0.0, action_noise, 6)
         obs = env.act(executed)
         steps += 1
+        if on_step is not None:
+            on_step(steps)
         if env.success():
             success = True
             break
