@@ -5,7 +5,9 @@
 - ``experiment.py``: the steps of one few-shot steering experiment (collect, discover, finetune, evaluate);
 - ``pretrain.py``: the default policy's pretraining recipe (collection + training);
 - ``sim_probes.py``: probe pairs built in the simulator for the causal scorers;
-- ``study.py`` / ``study_report.py``: the steering study's runner and its report;
+- ``study.py``: the steering study's runner (cells, methods, rank-band controls);
+  ``study_grid.py``: its learning-rate grid; ``study_report.py``: its tables and goal checks,
+  ``study_figures.py`` its figures, ``study_bands.py`` the rank-band question;
 - ``cli.py``: the ``evaluate``, ``finetune`` and ``pretrain`` commands.
 
 Nothing below imports this package, apart from the ``discover`` command (``robosteer.circuits.cli``),
