@@ -68,7 +68,7 @@ def test_run_grid_writes_the_table_the_choice_and_the_flag(tmp_path, monkeypatch
                                                       "episodes": 10}, trainable_params=7)
 
     monkeypatch.setattr(grid_module, "run_cell", fake_cell)
-    config = GridConfig(out_dir=str(tmp_path), methods=("full", "lora"), episodes=10)
+    config = GridConfig(out_dir=str(tmp_path), methods=("full", "lora"), episodes=10, extend=0)
     grid = run_grid(config, progress=False)
     assert ran[0] == ("zero-shot", None, str(tmp_path / "zero-shot"))
     assert [r[:2] for r in ran[1:]] == config.points()
@@ -77,3 +77,28 @@ def test_run_grid_writes_the_table_the_choice_and_the_flag(tmp_path, monkeypatch
                                                                ("full", 3e-5), ("full", 1e-4), ("full", 3e-4)]
     assert grid["zero_shot"]["successes"] == 1
     assert json.loads((tmp_path / "grid.json").read_text()) == grid
+
+
+def test_a_best_rate_at_an_edge_is_followed_by_one_rate_beyond_it(tmp_path, monkeypatch):
+    import robosteer.app.study_grid as grid_module
+    from robosteer.app.study_grid import beyond_edges
+
+    rows = [{"method": "lora", "lr": r, "successes": k, "episodes": 30} for r, k in ((2e-4, 3), (5e-4, 5), (1.5e-3, 9))]
+    rows += [{"method": "full", "lr": r, "successes": k, "episodes": 30} for r, k in ((3e-5, 9), (1e-4, 4), (3e-4, 2))]
+    rows += [{"method": "heads-knn", "lr": r, "successes": k, "episodes": 30} for r, k in ((2e-3, 3), (6e-3, 5), (2e-2, 1))]
+    assert beyond_edges(rows) == [("lora", 0.0045), ("full", 9e-06)]  # heads-knn's best is inside: nothing
+    # a run: lora keeps rising at the top edge, twice; extend=2 allows two rounds
+    success = {2e-4: 3, 5e-4: 5, 1.5e-3: 9, 0.0045: 12, 0.0135: 4}
+    ran = []
+
+    def fake_cell(study, task, method, seed):
+        rate = None if method == "zero-shot" else study.lr_for(method)
+        ran.append(rate)
+        k = 1 if rate is None else success[rate]
+        return CellResult(task, method, seed, target={"success": k / 30, "ci95": [0.0, 1.0], "successes": k,
+                                                      "episodes": 30})
+
+    monkeypatch.setattr(grid_module, "run_cell", fake_cell)
+    grid = run_grid(GridConfig(out_dir=str(tmp_path), methods=("lora",), extend=2), progress=False)
+    assert ran == [None, 5e-4, 2e-4, 1.5e-3, 0.0045, 0.0135] and grid["chosen"] == {"lora": 0.0045}
+    assert [r["lr"] for r in grid["table"]] == [2e-4, 5e-4, 1.5e-3, 0.0045, 0.0135]

@@ -3,7 +3,9 @@
 Every trained study method (``study.ARMS``) is finetuned at each rate of its family's small grid on the same
 demonstrations of ``VALIDATION_TASK`` (one collection, shared through one work folder) and scored closed loop on
 the validation seeds (3,000,000 +), never on the evaluation seeds the matrix reports. The rate with the highest
-success is the method's; a tie goes to the smaller rate (the smaller change to the base policy). The grid's table,
+success is the method's; a tie goes to the smaller rate (the smaller change to the base policy). A method whose
+best rate is at an edge of what it tried tries one rate beyond that edge (``extend`` rounds), so that no choice is
+an artefact of where the grid stopped. The grid's table,
 the zero-shot reference and the choice go to ``grid.json``, whose ``lrs`` entry is ``robosteer study``'s ``--lrs``.
 
 Each grid point is a one-cell study (``OUT/lr-{rate}/cells/...``), so the grid resumes point by point.
@@ -57,11 +59,16 @@ class GridConfig:
     min_lr_ratio: float = field(default=field_default(StudyConfig, "min_lr_ratio"), metadata={
         "help": "the cosine schedule's floor, a fraction of the peak (as in the study)"})
     episodes: int = field(default=30, metadata={"help": "validation episodes per grid point"})
+    extend: int = field(default=1, metadata={
+        "help": "rounds in which a method whose best rate is at an edge of the rates it tried tries one more rate "
+                "beyond that edge (at the grid's own ratio); 0: the grid as given"})
     workers: int = field(default=2, metadata={"help": "simulator processes for collection and evaluation"})
     cameras: tuple[str, ...] | None = field(default=None, metadata={"choices": VIEWS, "help":
         "views the policies see (default: the base policy's own)"})
 
     def __post_init__(self) -> None:
+        if self.extend < 0:
+            raise ValueError(f"GridConfig.extend must be >= 0, got {self.extend}")
         unknown = [m for m in self.methods if m not in TRAINED_METHODS]
         if unknown or not self.methods:
             raise ValueError(f"GridConfig.methods must be finetuned study methods ({', '.join(TRAINED_METHODS)}), "
@@ -108,6 +115,21 @@ def choose(rows: list[dict]) -> dict[str, float]:
     return {m: -key[1] for m, key in best.items()}
 
 
+def beyond_edges(rows: list[dict]) -> list[tuple[str, float]]:
+    """The (method, rate) points an edge-extension round adds: for each method whose chosen rate (``choose``) is the
+    largest (smallest) it tried, one rate beyond at the ratio of its two largest (smallest), to 3 significant digits."""
+    out = []
+    for method, best in choose(rows).items():
+        tried = sorted({r["lr"] for r in rows if r["method"] == method})
+        if len(tried) < 2:
+            continue
+        if best == tried[-1]:
+            out.append((method, float(f"{best * tried[-1] / tried[-2]:.3g}")))
+        elif best == tried[0]:
+            out.append((method, float(f"{best * tried[0] / tried[1]:.3g}")))
+    return out
+
+
 def lrs_flag(chosen: dict[str, float]) -> tuple[str, ...]:
     """``robosteer study --lrs``'s entries for a choice (``"method=rate"``, in the study's method order)."""
     return tuple(f"{m}={chosen[m]!r}" for m in ARMS if m in chosen)
@@ -123,15 +145,24 @@ def run_grid(config: GridConfig, progress: bool = True) -> dict:
     write_json_atomic(out / "grid_config.json", asdict(config), newline=False)
     reference = config.study(None, None)
     zero = run_cell(reference, config.task, "zero-shot", config.seed).target
-    rows = []
-    bar = tqdm(config.points(), desc="lr grid", disable=not progress)
-    for method, rate in bar:
-        bar.set_postfix_str(f"{method} lr {rate:g}")
-        t0 = time.perf_counter()
-        cell = run_cell(config.study(method, rate), config.task, method, config.seed)
-        rows.append({"method": method, "lr": rate, **cell.target, "trainable_params": cell.trainable_params,
-                     "train_seconds": cell.train_seconds})
-        log.info("grid %s lr %g: %.2f (%.0f s)", method, rate, cell.target["success"], time.perf_counter() - t0)
+    rows: list[dict] = []
+
+    def run(points: list[tuple[str, float]], label: str) -> None:
+        bar = tqdm(points, desc=label, disable=not progress)
+        for method, rate in bar:
+            bar.set_postfix_str(f"{method} lr {rate:g}")
+            t0 = time.perf_counter()
+            cell = run_cell(config.study(method, rate), config.task, method, config.seed)
+            rows.append({"method": method, "lr": rate, **cell.target, "trainable_params": cell.trainable_params,
+                         "train_seconds": cell.train_seconds})
+            log.info("grid %s lr %g: %.2f (%.0f s)", method, rate, cell.target["success"], time.perf_counter() - t0)
+
+    run(config.points(), "lr grid")
+    for round_ in range(config.extend):
+        extra = beyond_edges(rows)
+        if not extra:
+            break
+        run(extra, f"lr grid, beyond the edges ({round_ + 1})")
     chosen = choose(rows)
     grid = {"task": config.task, "evaluation_seeds": "validation", "episodes": config.episodes, "seed": config.seed,
             "zero_shot": zero, "table": sorted(rows, key=lambda r: (list(ARMS).index(r["method"]), r["lr"])),
@@ -146,7 +177,7 @@ def grid_markdown(grid: dict) -> list[str]:
     lines = ["### The learning-rate grid", "",
              f"Each method's peak rate, chosen once on {grid['task']} (not a target task), study seed {grid['seed']}, "
              f"{grid['episodes']} episodes on the validation seeds (3,000,000 +); the highest success wins, a tie goes "
-             f"to the smaller rate. Zero-shot there: {z['successes']}/{z['episodes']}.", "",
+             f"to the smaller rate; a best rate at an edge of the grid was followed by one rate beyond it. Zero-shot there: {z['successes']}/{z['episodes']}.", "",
              "| method | rate | success (95%) | trainable params | train s | chosen |", "|---|---|---|---|---|---|"]
     for row in grid["table"]:
         low, high = row["ci95"]
