@@ -27,14 +27,15 @@ from robosteer.circuits.config import DiscoverConfig
 from robosteer.app.experiment import (collect_demos, evaluate_policy, finetune, first_demo_seed, steering_config,
                                       token_actions)
 from robosteer.app.policy import policy_cameras
-from robosteer.app.study import StudyConfig
+from robosteer.app.study import STUDY_METHODS, StudyConfig
 from robosteer.circuits.config import METHODS
 from robosteer.config_cli import ConfigArguments
 from robosteer.sim.tasks import Task, get_split
 
 # the settings the example shares with `robosteer study`: the same flags, defaults and help
 STUDY_ARGUMENTS = ConfigArguments(StudyConfig,
-                                  only=("policy", "demos", "top_k", "steps", "batch_size", "lr", "workers", "cameras"))
+                                  only=("policy", "demos", "top_k", "steps", "batch_size", "lr", "lrs", "min_lr_ratio",
+                                        "workers", "cameras"))
 # the head scorer; not the random control, whose heads the results table would call "heads"
 SCORER_ARGUMENTS = ConfigArguments(DiscoverConfig, only=("method",),
                                    choices={"method": [m for m in METHODS if m != "random"]})
@@ -51,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     # interleaved as they always were: results.json records vars(args) in this order
     STUDY_ARGUMENTS.add_to(p, "policy", "demos")
     SCORER_ARGUMENTS.add_to(p)
-    STUDY_ARGUMENTS.add_to(p, "top_k", "steps", "batch_size", "lr")
+    STUDY_ARGUMENTS.add_to(p, "top_k", "steps", "batch_size", "lr", "lrs", "min_lr_ratio")
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes per policy (default: 20)")
     STUDY_ARGUMENTS.add_to(p, "workers", "cameras")
     p.add_argument("--seed", type=int, default=0, help="training seed, random draws and demonstrations (expert seeds "
@@ -92,9 +93,15 @@ def main() -> None:
     print("   selected:", ", ".join(str(h) for h in found.mask.heads))
     print("   head-map:", found.files["headmap"])
 
-    configs = {m: steering_config(out / m, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+    # each method at the study's rate for it (`robosteer study-grid`'s choice, docs/results.md), on its schedule
+    rates = StudyConfig(out_dir=str(out), lr=args.lr, lrs=args.lrs)
+    study_method = {"heads": f"heads-{args.method}" if f"heads-{args.method}" in STUDY_METHODS else "heads-knn",
+                    "lora": "lora"}
+    configs = {m: steering_config(out / m, steps=args.steps, batch_size=args.batch_size,
+                                  lr=rates.lr_for(study_method[m]), min_lr_ratio=args.min_lr_ratio, seed=args.seed,
                                   action_tokens=token_actions(args.policy)) for m in ("heads", "lora")}
-    print(f"[3/4] finetuning heads and LoRA ({configs['heads'].steps} steps, batch {configs['heads'].batch_size})")
+    print(f"[3/4] finetuning heads (lr {configs['heads'].lr:g}) and LoRA (lr {configs['lora'].lr:g}), "
+          f"{configs['heads'].steps} steps of {configs['heads'].batch_size}")
     cells = {m: finetune(args.policy, demos, m, config, mask=found.mask) for m, config in configs.items()}
 
     print(f"[4/4] closed-loop evaluation on {args.episodes} episodes each (evaluation seeds)")

@@ -159,7 +159,7 @@ def test_a_finetuned_cell_records_its_cost_and_evaluates_the_adapted_policy(tmp_
     assert trained == [("demos of push/paraphrase/40", "lora", rank, 2)]  # demonstrations on expert seeds 40-59
     assert cell.settings["lora_r"] == rank and cell.settings["demos"] == 20 and cell.settings["demo_seeds"] == [40, 59]
     assert (cell.trainable_params, cell.train_seconds, cell.peak_rss_mb) == (123, 4.5, 600.0)
-    policy = str(tmp_path / "work" / "push_paraphrase" / "seed2" / "lora-matched-lr0.0005" / "policy.json")
+    policy = str(tmp_path / "work" / "push_paraphrase" / "seed2" / "lora-matched-lr0.0002" / "policy.json")  # its chosen rate
     # never the base; the default policy's own views (v5: agentview and wrist), for the demonstrations and both
     # evaluations
     two = ("agentview", "wrist")

@@ -102,3 +102,14 @@ def test_a_best_rate_at_an_edge_is_followed_by_one_rate_beyond_it(tmp_path, monk
     grid = run_grid(GridConfig(out_dir=str(tmp_path), methods=("lora",), extend=2), progress=False)
     assert ran == [None, 5e-4, 2e-4, 1.5e-3, 0.0045, 0.0135] and grid["chosen"] == {"lora": 0.0045}
     assert [r["lr"] for r in grid["table"]] == [2e-4, 5e-4, 1.5e-3, 0.0045, 0.0135]
+
+
+def test_the_studys_default_rates_are_the_committed_grids_choice():
+    from pathlib import Path
+
+    from robosteer.app.study import CHOSEN_LRS
+
+    grid = json.loads((Path(__file__).resolve().parents[1] / "docs/results/v5-grid/grid.json").read_text())
+    assert StudyConfig(out_dir="s").lrs == CHOSEN_LRS == tuple(grid["lrs"])
+    assert grid["chosen"] == choose(grid["table"])  # the committed choice follows from the committed table
+    assert all(any(r["method"] == m and r["lr"] == rate for r in grid["table"]) for m, rate in grid["chosen"].items())

@@ -108,6 +108,10 @@ VALIDATION_TASK = "place/novel_color"
 # v1 default placed nothing).
 RETENTION_TASKS = ("lift/base", "place/base", "push/base")
 EVALUATION_SEEDS = ("evaluation", "validation")  # sim.tasks.EVAL_SEED / VALIDATION_SEED
+# Each method's peak rate as `robosteer study-grid` chose it on the v5 default (place/novel_color, validation seeds;
+# docs/results/v5-grid/grid.json "lrs", which tests/test_study_grid.py checks these against).
+CHOSEN_LRS = ("lora=0.0015", "lora-matched=0.0002", "heads-knn=0.000667", "heads-activation=0.000667",
+              "heads-attribution=0.000667", "random-heads=0.000667", "full=0.0001")
 
 
 @dataclass(frozen=True)
@@ -131,9 +135,9 @@ class StudyConfig:
     batch_size: int = field(default=field_default(TrainConfig, "batch_size"), metadata={"help": "finetuning batch"})
     lr: float = field(default=field_default(TrainConfig, "lr"), metadata={
         "help": "peak finetuning learning rate"})
-    lrs: tuple[str, ...] = field(default=(), metadata={
-        "help": "per-method peak rates, method=rate, for the methods named instead of --lr (study-grid's choice: "
-                "grid.json 'lrs')"})
+    lrs: tuple[str, ...] = field(default=CHOSEN_LRS, metadata={
+        "help": "per-method peak rates, method=rate, for the methods named instead of --lr (default: study-grid's "
+                "choice on the default policy, docs/results/v5-grid/grid.json 'lrs')"})
     min_lr_ratio: float = field(default=0.1, metadata={
         "help": "the cosine schedule's floor, a fraction of the peak (the released recipe: a tenth)"})
     episodes: int = field(default=50, metadata={"help": "evaluation episodes on the target task"})
