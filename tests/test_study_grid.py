@@ -113,3 +113,14 @@ def test_the_studys_default_rates_are_the_committed_grids_choice():
     assert StudyConfig(out_dir="s").lrs == CHOSEN_LRS == tuple(grid["lrs"])
     assert grid["chosen"] == choose(grid["table"])  # the committed choice follows from the committed table
     assert all(any(r["method"] == m and r["lr"] == rate for r in grid["table"]) for m, rate in grid["chosen"].items())
+
+
+def test_the_committed_grid_table_regenerates_from_grid_json():
+    from pathlib import Path
+
+    from robosteer.app.study_grid import grid_markdown
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    table = "\n".join(grid_markdown(json.loads((docs / "results/v5-grid/grid.json").read_text())))
+    assert (docs / "results_v5_grid.md").read_text().strip() == table.strip()
+    assert table.split("\n", 1)[1].strip() in (docs / "results.md").read_text()
