@@ -93,6 +93,7 @@ BAND_ARMS: dict[str, Arm] = {f"heads-{s}-{band}": Arm("heads", selector=s, band=
                              for s in ("knn", "activation", "attribution") for band in BANDS[1:]}
 ARMS.update(BAND_ARMS)
 STUDY_METHODS = tuple(m for m in ARMS if m not in BAND_ARMS)
+HIGHLIGHT = "heads-knn"  # the method under test (the released selection): the report's titles and highlight
 ALL_METHODS = tuple(ARMS)
 # methods without a seed (no demonstrations, seed-independent evaluation): one cell per task, under the first seed
 SEEDLESS_METHODS = tuple(m for m, arm in ARMS.items() if arm.train is None)

@@ -9,19 +9,22 @@ Usage::
 
 from __future__ import annotations
 
-from robosteer.app.study_report import _HIGHLIGHT, Pooled
+from robosteer.app.study import HIGHLIGHT as _HIGHLIGHT
+
+# the rates drawn are ``study_report.Pooled`` (successes / episodes with a Wilson interval); study_report imports
+# this module when asked for a figure, so it is not imported here
 
 # one colour per method, shared by the interactive and the static figure; the method under test is drawn
 # opaque and outlined, the others muted
 _PALETTE = ("#7f7f7f", "#1f77b4", "#aec7e8", "#d62728", "#ff9896", "#9467bd", "#2ca02c", "#8c564b")
 
 
-def _error_bars(pooled: list[Pooled]) -> tuple[list[float], list[float]]:
+def _error_bars(pooled: list) -> tuple[list[float], list[float]]:
     """Distances from each rate down and up to its Wilson interval's ends (both figures' error bars)."""
     return [p.rate - p.ci95[0] for p in pooled], [p.ci95[1] - p.rate for p in pooled]
 
 
-def _span(pooled: list[Pooled]) -> tuple[float, float]:
+def _span(pooled: list) -> tuple[float, float]:
     """An axis range around the points and their intervals, with a margin (the scatter's points crowd a corner)."""
     low, high = min(p.ci95[0] for p in pooled), max(p.ci95[1] for p in pooled)
     pad = max(0.03, 0.08 * (high - low))
@@ -35,14 +38,14 @@ def success_figure(report):
     method scored 0 are named under the bars instead of drawn."""
     from plotly.subplots import make_subplots
 
-    def errors(pooled: list[Pooled]) -> dict:
+    def errors(pooled: list) -> dict:
         down, up = _error_bars(pooled)
         return dict(type="data", symmetric=False, array=up, arrayminus=down)
 
     tasks, note = report._drawn_tasks()
     fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.09, subplot_titles=(
         "target success per task (95% Wilson intervals; missing cells are gaps)", "target success vs success kept"))
-    drawn: list[tuple[Pooled, Pooled]] = []
+    drawn: list[tuple] = []
     for i, m in enumerate(report.methods):
         color, key = _PALETTE[i % len(_PALETTE)], m == _HIGHLIGHT
         outline = dict(color="black", width=1.5 if key else 0)
@@ -84,7 +87,7 @@ def static_success_figure(report):
     bars, scatter = fig.subplots(1, 2, width_ratios=[0.6, 0.4])
     tasks, note = report._drawn_tasks()
     width = 0.8 / max(1, len(report.methods))
-    drawn: list[tuple[Pooled, Pooled]] = []
+    drawn: list[tuple] = []
     for i, m in enumerate(report.methods):
         color, key = _PALETTE[i % len(_PALETTE)], m == _HIGHLIGHT
         look = dict(alpha=1.0 if key else 0.55, zorder=3 if key else 2)

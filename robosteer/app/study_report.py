@@ -27,7 +27,7 @@ from pathlib import Path
 from robosteer.files import read_json
 from robosteer.intervals import newcombe_interval, seed_bootstrap, wilson_interval
 from robosteer.sim.tasks import EVAL_SEED
-from robosteer.app.study import ARMS, BAND_ARMS, BANDS, SEEDLESS_METHODS
+from robosteer.app.study import BAND_ARMS, HIGHLIGHT, SEEDLESS_METHODS
 from robosteer.app.study import STUDY_METHODS as METHOD_ORDER
 
 
@@ -95,7 +95,7 @@ class Goal:
         return f"| {self.goal} | {'yes' if self.met else 'no'} | {self.established} | {self.numbers} |"
 
 
-_HIGHLIGHT = "heads-knn"  # the method under test: the figures' titles and highlight
+_HIGHLIGHT = HIGHLIGHT
 _NAMES = {"lora": "LoRA", "random-heads": "random heads"}
 
 
