@@ -34,6 +34,21 @@ def test_relational_probes_swap_with_the_reference():
     assert swapped.object("target").color == reference.color and swapped.object("reference").color == target.color
 
 
+def test_lookalike_probes_swap_shapes_where_every_distractor_has_the_target_colour():
+    scene = sample_scene("lift/lookalikes", 2_000_239)
+    target = scene.object("target")
+    assert all(o.color == target.color and o.shape != target.shape for o in scene.objects if o.role != "target")
+    swapped = corrupt_scene(scene, "visual")
+    partner = next(i for i, (a, b) in enumerate(zip(scene.objects, swapped.objects)) if a != b and a.role != "target")
+    assert swapped.object("target").shape == scene.objects[partner].shape
+    assert swapped.objects[partner].shape == target.shape and swapped.object("target").xy == target.xy
+    assert swapped.object("target").color == target.color and swapped.instruction == scene.instruction
+    renamed = corrupt_scene(scene, "linguistic")
+    assert renamed.instruction == scene.instruction.replace(f"{target.color} {target.shape}",
+                                                            f"{target.color} {scene.objects[partner].shape}")
+    assert renamed.objects == scene.objects
+
+
 def test_sim_probe_on_an_unbuildable_task_raises_instead_of_looping(monkeypatch):
     import robosteer.app.sim_probes as sp
 

@@ -3,8 +3,8 @@
 For a task instance (task, seed), the clean frame is the scene as sampled; the
 corrupted frame changes one thing, and both carry the clean scene's expert action:
 
-- ``visual``: the target and a distractor swap colours (the instruction now names
-  the object at the other place);
+- ``visual``: the target and a distractor swap colours (shapes, where no object differs
+  from the target in colour alone), so the instruction now names the object at the other place;
 - ``linguistic``: the instruction names the distractor instead of the target (where
   the instruction names both, e.g. a relational reference, the two names swap);
 - ``physical``: the target moves to another free place (mirrored across the table's
@@ -14,7 +14,9 @@ corrupted frame changes one thing, and both carry the clean scene's expert actio
 The first three change which action is right, so their clean-corrupted gap measures
 how much the policy uses that factor; ``environment`` measures sensitivity to a
 nuisance. ``visual`` and ``linguistic`` need another object of the target's shape and
-another colour (a distractor, else e.g. a relational reference or a stacking support);
+another colour (a distractor, else e.g. a relational reference or a stacking support;
+where every other object has the target's colour, as in ``lookalikes``, one of its colour
+and another shape, and then the shapes swap);
 draws without one are skipped, and a task that gives no usable pair in
 ``MAX_DRAWS_PER_PAIR * n`` draws raises a ``ValueError`` naming the task and the probe.
 
@@ -56,9 +58,11 @@ def probe_seed(seed: int) -> int:
     return PROBE_SEED + seed * PROBE_SEED_STRIDE
 
 
-def _swap(scene, field: str):
+def _swap(scene, field: str | None = None):
+    """Swap the target's and its partner's ``field`` (default: the attribute in which the two differ)."""
     objs = list(scene.objects)
     t, d = scene.index("target"), _distractor_index(scene)
+    field = field or ("color" if objs[t].shape == objs[d].shape else "shape")
     a, b = getattr(objs[t], field), getattr(objs[d], field)
     objs[t] = dataclasses.replace(objs[t], **{field: b})
     objs[d] = dataclasses.replace(objs[d], **{field: a})
@@ -66,13 +70,18 @@ def _swap(scene, field: str):
 
 
 def _distractor_index(scene) -> int:
-    """The object a probe swaps with the target: a distractor of its shape and another colour, else any such object."""
+    """The object a probe swaps with the target: a distractor of its shape and another colour, else any such
+    object; in a scene without one (lookalikes: every distractor has the target's colour), an object of its
+    colour and another shape, so that the pair still differs in one visual attribute."""
     target = scene.object("target")
-    same = [(i, o) for i, o in enumerate(scene.objects)
-            if o.role != "target" and o.shape == target.shape and o.color != target.color]
-    if not same:
-        raise ValueError(f"scene {scene.task} seed {scene.seed} has no object of the target's shape and another colour")
-    return min(same, key=lambda pair: pair[1].role != "distractor")[0]  # the first distractor, else the first
+    for differs in ("color", "shape"):
+        same = [(i, o) for i, o in enumerate(scene.objects)
+                if o.role != "target" and getattr(o, differs) != getattr(target, differs)
+                and all(getattr(o, f) == getattr(target, f) for f in ("color", "shape") if f != differs)]
+        if same:
+            return min(same, key=lambda pair: pair[1].role != "distractor")[0]  # the first distractor, else the first
+    raise ValueError(f"scene {scene.task} seed {scene.seed} has no object that differs from the target in colour "
+                     "or shape alone")
 
 
 def _move_target(scene, min_shift: float = 0.08):
@@ -97,7 +106,7 @@ def _move_target(scene, min_shift: float = 0.08):
 def corrupt_scene(scene, kind: str):
     """The corrupted twin of ``scene`` for a probe ``kind``."""
     if kind == "visual":
-        return _swap(scene, "color")
+        return _swap(scene)
     if kind == "physical":
         return _move_target(scene)
     if kind == "linguistic":
