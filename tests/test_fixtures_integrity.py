@@ -1,7 +1,7 @@
 """The reference fixtures in ``tests/fixtures`` are unmodified, and the tests need nothing outside the repo.
 
-``tests/fixtures`` holds byte-identical copies of the OpenVLA reference fixtures (written by the
-original OpenVLA code); the sha256 values below were computed from the originals when they were
+``tests/fixtures`` holds byte-identical copies of the OpenVLA and pi0 reference fixtures (written by the
+original OpenVLA code and by lerobot's pi0 code); the sha256 values below were computed from the originals when they were
 copied, so an accidental edit (or a lossy re-save) of any of them fails here.
 """
 
@@ -34,6 +34,20 @@ EXPECTED_SHA256 = {
     "openvla-tiny-a/keys.txt": "12529f7ead78fbfc38e4a0a5ffea7d5f532dfaa83150d117e39d4ec7ae643667",
     "openvla-tiny-a/model.safetensors": "e138579cb30c9a212554c79e78dcdbdfdfa3b9ca6fab7c4f8d093e3063eddc93",
     "openvla-tiny-a/preprocessor_config.json": "0321bd57d60d87ba5bfce4119e7103c21ab5e3ed9db53f9561ce15e784a12cde",
+    "pi0-base-keys.txt": "29c6fec5c41f95949b68d8ffdf762e961ce9c370b3eab51e4292a1807fbc55d3",
+    "pi0-tiny-a/README.md": "bb1f687cee3f8dfb8972f1f8772fbe9361a84e1ea9232cc33adfb22eb0ed2d28",
+    "pi0-tiny-a/cases.json": "17ce4c6c0a1a1ab3da6e091b2a34ccc47d3ff730a977119a49fc5cb2208483c0",
+    "pi0-tiny-a/config.json": "397d238556dbbcde7808470337322609d1c743df984cf08adf37635a61b687a4",
+    "pi0-tiny-a/expected.npz": "ad87e26d3dfef505441aff1461d3d3985e96d662df76e70a1ec3f0b7e018ab8a",
+    "pi0-tiny-a/keys.txt": "22f75be5f891b4f03544f3725a330e942c6a0cd1637339932661d6973b2beab4",
+    "pi0-tiny-a/model.safetensors": "ad24a17774dae0b31c412fa6901ec42e1fc23e9b750f51e6c60fc423bea81866",
+    "pi0-tiny-a/policy_postprocessor.json": "1c34e47ea2101b993b6c379edb679519fd06ac14a69e8b3f361aec7dcaf2c502",
+    "pi0-tiny-a/policy_postprocessor_step_0_unnormalizer_processor.safetensors": "9179aa7bdbaf62664b6fd546e24e9b9a8de0818ac56e9e9abd3b97bef4fcff15",
+    "pi0-tiny-a/policy_preprocessor.json": "b1b5bc217a4585c2e70a9284af3369362f994bf247309d826398c56290b4a62f",
+    "pi0-tiny-a/policy_preprocessor_step_6_normalizer_processor.safetensors": "9179aa7bdbaf62664b6fd546e24e9b9a8de0818ac56e9e9abd3b97bef4fcff15",
+    "pi0-tiny-a/tiny_dims.json": "4e62c939dd7047ce079f1c1a283eb7b0a86d30d2686b83fe8fc9166d3548ba70",
+    "pi0-tiny-a/tokenizer/tokenizer.json": "71c873e05ad00b1a287968e14b5c70ebca12c28a65140b432427898ed4d8689b",
+    "pi0-tiny-a/tokenizer/tokenizer_config.json": "e4086d4d3977a3bf5d86f743141e2e7b18093dcb70eb391400a460fbd4626c0a",
     "processor/expected_processor.npz": "f0e48ad99599081a4b0e195bc727f6bf13855e32e3bc83e37cbd3d8c7a165575",
     "processor/preprocessor_config.json": "0321bd57d60d87ba5bfce4119e7103c21ab5e3ed9db53f9561ce15e784a12cde",
 }

@@ -98,6 +98,25 @@ def iter_tensors(path: Path, device: str = "cpu") -> Iterator[tuple[str, torch.T
         raise ValueError(f"{path}: could not read tensors ({type(err).__name__}: {err})") from err
 
 
+def check_keys(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], where: str) -> None:
+    """Raise naming the first missing, unexpected and mis-shaped keys."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [(k, found[k], expected[k]) for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
+    if not (missing or unexpected or shapes):
+        return
+    lines = [f"checkpoint {where} does not match the model its config.json describes:"]
+    if missing:
+        lines.append(f"  missing {len(missing)} key(s), first: {missing[:5]}")
+    if unexpected:
+        lines.append(f"  unexpected {len(unexpected)} key(s), first: {unexpected[:5]}")
+    for key, got, want in shapes[:5]:
+        lines.append(f"  shape mismatch for {key}: checkpoint has {list(got)}, model expects {list(want)}")
+    if len(shapes) > 5:
+        lines.append(f"  ... and {len(shapes) - 5} more shape mismatches")
+    raise ValueError("\n".join(lines))
+
+
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -36,7 +36,7 @@ from ..data.statistics import check_statistics
 from ..files import read_json
 from .assets import default_checkpoint_dir
 from .action_heads import ACTION_HEAD_GLOB, PROPRIO_PROJECTOR_GLOB, strip_module_prefix
-from .checkpoint_io import iter_tensors, read_checkpoint_header, weight_files
+from .checkpoint_io import check_keys, iter_tensors, read_checkpoint_header, weight_files
 from .saving import separate_modules
 from .config import VLAConfig
 from .vla import OpenVLA, build_llama_config
@@ -119,6 +119,14 @@ def load_vla(path: str | Path, dtype: Any = None, device: Any = None, allow_pick
     directory = Path(path)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint folder not found: {directory} (robosteer loads local folders only)")
+    from .pi0.loading import lerobot_policy_type, load_pi0
+
+    policy_type = lerobot_policy_type(directory)
+    if policy_type == "pi0":
+        return load_pi0(directory, dtype=dtype, device=device, load_tokenizer_files=load_tokenizer)
+    if policy_type is not None:
+        raise ValueError(f"{directory / 'config.json'}: field 'type': a lerobot {policy_type!r} policy; robosteer loads "
+                         "lerobot 'pi0' folders and OpenVLA-family Hugging Face folders")
     cfg = _as_config(directory, strict=strict)
     stats_path = directory / "dataset_statistics.json"
     if stats_path.is_file():
@@ -207,25 +215,6 @@ def _oft_config(cfg: VLAConfig, files: dict[str, Path], overrides: dict[str, Any
             raise ValueError(f"{files['proprio_projector']} has no fc1.weight (OFT's ProprioProjector)")
         changes.update(proprio_dim=int(shapes["fc1.weight"][0][1]), proprio_projector="mlp")
     return cfg.replace(**changes) if changes else cfg
-
-
-def check_keys(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], where: str) -> None:
-    """Raise naming the first missing, unexpected and mis-shaped keys."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    shapes = [(k, found[k], expected[k]) for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
-    if not (missing or unexpected or shapes):
-        return
-    lines = [f"checkpoint {where} does not match the model its config.json describes:"]
-    if missing:
-        lines.append(f"  missing {len(missing)} key(s), first: {missing[:5]}")
-    if unexpected:
-        lines.append(f"  unexpected {len(unexpected)} key(s), first: {unexpected[:5]}")
-    for key, got, want in shapes[:5]:
-        lines.append(f"  shape mismatch for {key}: checkpoint has {list(got)}, model expects {list(want)}")
-    if len(shapes) > 5:
-        lines.append(f"  ... and {len(shapes) - 5} more shape mismatches")
-    raise ValueError("\n".join(lines))
 
 
 def _assign(model: nn.Module, key: str, tensor: torch.Tensor, requires_grad: bool) -> None:

@@ -28,7 +28,6 @@ Usage::
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ..hooks import HookedModelMixin
-from ..sites import HeadLayout
 from .action_heads import (
     ChunkPrediction,
     L1RegressionActionHead,
@@ -54,7 +52,7 @@ from .action_heads import (
 from .action_tokenizer import ActionTokenizer, normalize, unnormalize
 from .config import VLAConfig
 from .constants import PROMPT_TEMPLATE
-from .families import Family, TowerModules, get_family, head_layout
+from .families import Family, FamilyModelMixin, get_family
 from .generation import cache_name
 from .processor import ImageProcessor
 from .saving import save_vla
@@ -155,7 +153,7 @@ def build_llama_config(cfg: VLAConfig) -> LlamaConfig:
     return llama
 
 
-class OpenVLA(HookedModelMixin, nn.Module):
+class OpenVLA(FamilyModelMixin, HookedModelMixin, nn.Module):
     """The model. Build with :func:`robosteer.load_vla` or :func:`robosteer.build_vla_from_config`.
 
     Every attention head is a hook site (``vla.hooks``, ``vla.run_with_cache``; see ``robosteer.hooks``).
@@ -183,19 +181,6 @@ class OpenVLA(HookedModelMixin, nn.Module):
 
     # --- structure ------------------------------------------------------------------------
     @property
-    def head_layout(self) -> HeadLayout:
-        """Layers x heads of every tower: ``{"llm": ..., "dino": ..., "siglip": ...}`` (from ``tower_modules()``)."""
-        return head_layout(self.tower_modules())
-
-    def tower_modules(self) -> dict[str, TowerModules]:
-        """Where each tower's attention lives (the family map, ``vla.family.tower_modules``)."""
-        return self.family.tower_modules(self)
-
-    def unused_modules(self) -> list[str]:
-        """Module paths whose weights load but never change an output (``vla.family.unused_modules``)."""
-        return self.family.unused_modules(self)
-
-    @property
     def n_prefix(self) -> int:
         """Positions before the first text token after BOS: BOS + patches of every view (+ proprio)."""
         return 1 + self.config.n_views * self.config.n_patches + int(self.config.proprio_dim > 0)
@@ -212,21 +197,6 @@ class OpenVLA(HookedModelMixin, nn.Module):
     @property
     def device(self) -> torch.device:
         return self.language_model.lm_head.weight.device
-
-    def fingerprint(self) -> str:
-        """A short hash of the architecture and weights, used to match adapters and masks to a base model.
-
-        Hashes every tensor's name, shape and dtype plus a strided sample of its values, so it is
-        fast on a 7B model and changes when any tensor is replaced.
-        """
-        h = hashlib.sha256()
-        for name, t in self.state_dict().items():
-            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-            if t.device.type != "meta" and t.numel():
-                flat = t.detach().reshape(-1)
-                step = max(1, flat.numel() // 257)
-                h.update(flat[::step].to(torch.float32).cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
 
     # --- inputs ---------------------------------------------------------------------------
     def preprocess(self, images: Any) -> torch.Tensor:

@@ -19,10 +19,11 @@ Adding a family is one mapping file plus its towers:
 The hook layer, scorers and trainers use nothing else.
 """
 
-from .base import Family, TowerModules, head_layout
+from .base import Family, FamilyModelMixin, TowerModules, head_layout
 from .openvla import FAMILY as OPENVLA
+from .pi0 import FAMILY as PI0
 
-FAMILIES: dict[str, Family] = {OPENVLA.name: OPENVLA}
+FAMILIES: dict[str, Family] = {OPENVLA.name: OPENVLA, PI0.name: PI0}
 
 
 def get_family(name: str) -> Family:
@@ -32,4 +33,4 @@ def get_family(name: str) -> Family:
     return FAMILIES[name]
 
 
-__all__ = ["FAMILIES", "Family", "TowerModules", "get_family", "head_layout"]
+__all__ = ["FAMILIES", "Family", "FamilyModelMixin", "TowerModules", "get_family", "head_layout"]

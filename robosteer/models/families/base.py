@@ -3,9 +3,11 @@ the modules that never run, its output embedding, and the head layout derived fr
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+import torch
 from torch import nn
 
 from ...sites import HeadLayout
@@ -76,3 +78,40 @@ class Family:
     tower_modules: Callable[[nn.Module], dict[str, TowerModules]]
     unused_modules: Callable[[nn.Module], list[str]]
     output_modules: Callable[[nn.Module], list[nn.Module]]
+
+
+class FamilyModelMixin:
+    """What every model class gets from its ``family``: towers, unused modules, head layout, fingerprint.
+
+    A model class sets ``family = get_family("<name>")`` and mixes this in (``OpenVLA``, ``Pi0Policy``).
+    """
+
+    family: Family
+
+    @property
+    def head_layout(self) -> HeadLayout:
+        """Layers x heads of every tower (from ``tower_modules()``)."""
+        return head_layout(self.tower_modules())
+
+    def tower_modules(self) -> dict[str, TowerModules]:
+        """Where each tower's attention lives (the family map, ``model.family.tower_modules``)."""
+        return self.family.tower_modules(self)
+
+    def unused_modules(self) -> list[str]:
+        """Module paths whose weights load but never change an output (``model.family.unused_modules``)."""
+        return self.family.unused_modules(self)
+
+    def fingerprint(self) -> str:
+        """A short hash of the architecture and weights, used to match adapters and masks to a base model.
+
+        Hashes every tensor's name, shape and dtype plus a strided sample of its values, so it is
+        fast on a 7B model and changes when any tensor is replaced.
+        """
+        h = hashlib.sha256()
+        for name, t in self.state_dict().items():
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+            if t.device.type != "meta" and t.numel():
+                flat = t.detach().reshape(-1)
+                step = max(1, flat.numel() // 257)
+                h.update(flat[::step].to(torch.float32).cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
