@@ -1,8 +1,8 @@
 """The training loop shared by pretraining and finetuning; a strategy decides what trains.
 
-``train(vla, frames, strategy, config)`` runs ``config.steps`` AdamW steps on
-OpenVLA-style batches (``batches.py``), single- or multi-process through ``accelerate``
-(the same call works under ``accelerate launch``: each process takes its share of every
+``train(vla, frames, strategy, config)`` runs ``config.steps`` AdamW steps on the model
+family's batches and loss (``objectives.py``: OpenVLA's sequences, pi0's flow matching),
+single- or multi-process through ``accelerate`` (the same call works under ``accelerate launch``: each process takes its share of every
 global batch and DDP averages the gradients). The loss is the token-mean over the global
 batch, so N processes with batch B/N each compute what one process computes with B.
 
@@ -40,12 +40,11 @@ import torch
 from torch import nn
 
 from ..data.frames import Frame
-from ..models.action_heads import l1_action_loss
-from .batches import BatchBuilder, as_frames
-from .config import TrainConfig, augment_config, lr_factor
+from .batches import as_frames
+from .config import TrainConfig, lr_factor
 from .ema import WeightAverage
-from .loss import action_loss
 from .metrics import MetricsLog
+from .objectives import training_objective
 from .sampler import DataOrder
 from .state import (capture_rng, checkpoint_dir, gather_state, latest_checkpoint, load_checkpoint, prune_checkpoints,
                     read_average, read_state, save_checkpoint)
@@ -130,11 +129,7 @@ def train(vla: nn.Module, frames: Iterable[Frame | Mapping[str, Any]], strategy:
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, eps=config.eps,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s))
-    builder = BatchBuilder(vla, config.unnorm_key, augment_config(config))
-    regression = vla.config.action_head != "tokens"
-    if regression and config.label_smoothing:
-        raise ValueError(f"TrainConfig.label_smoothing={config.label_smoothing} smooths action-token targets; this "
-                         f"model predicts continuous actions (action_head={vla.config.action_head!r}): set it to 0")
+    objective = training_objective(vla, config)
     order = DataOrder(len(frames), config.seed)
 
     names = [name for name, _ in trainable_parameters(vla)]
@@ -176,33 +171,25 @@ def train(vla: nn.Module, frames: Iterable[Frame | Mapping[str, Any]], strategy:
             t0 = time.perf_counter()
             global_frames = [Frame.coerce(frames[i], f"frame {i}") for i in order.batch(step - 1, config.batch_size)]
             local_frames = global_frames[rank * local:(rank + 1) * local]
-            batch = builder.collate(local_frames,
-                                    seeds=[(config.seed, step, rank * local + j) for j in range(local)],
-                                    pad_to=max(builder.length(f) for f in global_frames)).to(accelerator.device)
-            if regression:  # continuous actions: L1 on the regression head's chunk (OFT), one value per action dim
-                hidden = model(**batch.model_inputs(), output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
-                loss_sum = l1_action_loss(vla, batch, hidden=hidden, reduction="sum")
-                n_loss = batch.actions.numel()
-            else:  # action tokens: cross-entropy (optionally smoothed) on the action tokens and EOS
-                logits = model(**batch.model_inputs()).logits  # (b, S, V)
-                loss_sum = action_loss(logits, batch.labels, vla.n_prefix, vla.action_tokenizer,
-                                       sigma=config.label_smoothing, reduction="sum")
-                n_loss = batch.n_loss_tokens
-            counts = torch.tensor([float(n_loss), float(batch.n_sequence_tokens)], device=accelerator.device)
+            batch = objective.collate(local_frames,
+                                      seeds=[(config.seed, step, rank * local + j) for j in range(local)],
+                                      pad_to=max(objective.length(f) for f in global_frames)).to(accelerator.device)
+            loss_sum, n_loss, n_sequence = objective.loss(model, batch)  # summed over the local batch
+            counts = torch.tensor([float(n_loss), float(n_sequence)], device=accelerator.device)
             totals = accelerator.reduce(torch.cat([counts, loss_sum.detach().float()[None]]), reduction="sum")
             n_tokens, n_seq_tokens, total_loss = totals.tolist()
             loss_value = total_loss / n_tokens
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(_stop_message("loss", loss_value, step, last_ckpt))
-            objective = loss_sum * world / n_tokens
+            total = loss_sum * world / n_tokens
             aux_value = None
             if auxiliary is not None:
                 aux = auxiliary(local_frames, batch)
                 aux_value = float(accelerator.reduce(aux.detach().float()[None], reduction="mean"))
                 if not math.isfinite(aux_value):
                     raise NonFiniteLossError(_stop_message("auxiliary loss", aux_value, step, last_ckpt))
-                objective = objective + aux
-            accelerator.backward(objective)
+                total = total + aux
+            accelerator.backward(total)
             grad_norm = float(accelerator.clip_grad_norm_(params, config.grad_clip or math.inf))
             if not math.isfinite(grad_norm):
                 raise NonFiniteLossError(_stop_message("gradient norm", grad_norm, step, last_ckpt))

@@ -18,6 +18,9 @@ _EXPORTS = {
     "build_pi0": "robosteer.models.pi0.loading",
     "load_pi0": "robosteer.models.pi0.loading",
     "is_pi0_folder": "robosteer.models.pi0.loading",
+    "save_pi0": "robosteer.models.pi0.saving",
+    "tiny_pi0": "robosteer.models.pi0.tiny",
+    "tiny_pi0_config": "robosteer.models.pi0.tiny",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -115,6 +115,11 @@ class Pi0Config:
         if self.state_dim > self.max_state_dim or self.action_dim > self.max_action_dim:
             raise ValueError(f"Pi0Config: state/action dims {self.state_dim}/{self.action_dim} exceed the padded "
                              f"sizes {self.max_state_dim}/{self.max_action_dim}")
+        shared = ("n_heads", "n_kv_heads", "head_dim")
+        if any(getattr(self.vlm, f) != getattr(self.expert, f) for f in shared):
+            raise ValueError("Pi0Config: the action expert attends to the VLM's keys and values, so both need the same "
+                             f"heads, key/value heads and head_dim; got {[getattr(self.vlm, f) for f in shared]} and "
+                             f"{[getattr(self.expert, f) for f in shared]}")
         if self.expert.width % 2:
             raise ValueError(f"Pi0Config: the time embedding needs an even expert width, got {self.expert.width}")
 

@@ -117,11 +117,13 @@ class Pi0Prefix:
 
 @dataclass
 class Pi0Output:
-    """``actions``: un-normalised ``[B, chunk, action_dim]`` (sampling); ``velocity``: one ``v_t`` (``x_t``/``time`` given)."""
+    """``actions``: un-normalised ``[B, chunk, action_dim]`` (sampling); ``velocity``: one ``v_t`` (``x_t``/``time``
+    given); ``losses``: the training loss terms (model-space ``actions``, ``noise`` and ``time`` given)."""
 
     actions: torch.Tensor | None = None
     actions_model: torch.Tensor | None = None
     velocity: torch.Tensor | None = None
+    losses: torch.Tensor | None = None  # elementwise flow loss [B, chunk, max_action_dim] (``actions=`` given)
 
 
 class Pi0Policy(FamilyModelMixin, HookedModelMixin, nn.Module):
@@ -161,6 +163,12 @@ class Pi0Policy(FamilyModelMixin, HookedModelMixin, nn.Module):
     @property
     def device(self) -> torch.device:
         return self.model.action_out_proj.weight.device
+
+    def save_pretrained(self, directory) -> "Path":
+        """Write a lerobot pi0 folder (``models.pi0.saving.save_pi0``) that ``robosteer.load_vla`` reads back."""
+        from .saving import save_pi0
+
+        return save_pi0(self, directory)
 
     # --- inputs ---------------------------------------------------------------------------
     def _camera_key(self, key: str) -> str:
@@ -289,14 +297,23 @@ class Pi0Policy(FamilyModelMixin, HookedModelMixin, nn.Module):
     # --- public calls ---------------------------------------------------------------------
     def forward(self, images: Mapping[str, Any] | None = None, state: Any = None, input_ids: Any = None,
                 attention_mask: Any = None, instruction: str | list[str] | None = None, noise: Any = None,
-                seed: int = 0, num_steps: int | None = None, x_t: Any = None, time: Any = None) -> Pi0Output:
-        """Sample a chunk (``Pi0Output.actions``), or with ``x_t`` and ``time`` one velocity (``.velocity``).
+                seed: int = 0, num_steps: int | None = None, x_t: Any = None, time: Any = None,
+                inputs: Pi0Inputs | None = None, actions: torch.Tensor | None = None) -> Pi0Output:
+        """Sample a chunk (``Pi0Output.actions``), or with ``x_t`` and ``time`` one velocity (``.velocity``), or
+        with model-space ``actions``, ``noise`` and ``time`` the flow-matching loss terms (``.losses``).
 
         The hook layer calls this: ``run_with_cache`` / ``run_with_hooks`` take these keywords. While
         sampling, an expert site fires once per Euler step (a cache keeps the last step's value);
-        ``x_t=``/``time=`` read a single step.
+        ``x_t=``/``time=`` read a single step. ``inputs`` (a prepared :class:`Pi0Inputs`) replaces
+        ``images``/``state``/ids (the trainer's batches).
         """
-        inputs = self.prepare_inputs(images, state, input_ids, attention_mask, instruction)
+        if inputs is None:
+            inputs = self.prepare_inputs(images, state, input_ids, attention_mask, instruction)
+        if actions is not None:
+            if noise is None or time is None:
+                raise ValueError("training needs noise= and time= with actions=")
+            t = torch.as_tensor(time, dtype=torch.float32, device=self.device).reshape(-1)
+            return Pi0Output(losses=self.flow_losses(inputs, actions, self._check_noise(noise, inputs.batch_size), t))
         if x_t is not None or time is not None:
             if x_t is None or time is None:
                 raise ValueError("pass both x_t= [B, chunk, max_action_dim] and time= [B] for one velocity")
