@@ -229,11 +229,14 @@ class Pi0Policy(FamilyModelMixin, HookedModelMixin, nn.Module):
     # --- the network ----------------------------------------------------------------------
     def embed_prefix(self, inputs: Pi0Inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """-> ``(embeds [B, P, W], valid [B, P])``; image tokens are not rescaled, language tokens are."""
-        embeds, valid = [], []
-        for pixels, mask in zip(inputs.pixels, inputs.image_masks):
-            features = _linear(self.projector, self.vision(pixels.to(self.vision.embeddings.patch_embedding.weight.dtype)))
-            embeds.append(features)
-            valid.append(mask[:, None].expand(-1, features.shape[1]))
+        # SigLIP runs once over every camera, observation-major (row b * n_cameras + c), so a siglip site sees
+        # all cameras in one call; then each camera's tokens take their place in the prefix.
+        B, C = inputs.batch_size, len(inputs.pixels)
+        pixels = torch.stack(inputs.pixels, dim=1).flatten(0, 1)
+        features = _linear(self.projector, self.vision(pixels.to(self.vision.embeddings.patch_embedding.weight.dtype)))
+        features = features.view(B, C, *features.shape[1:])
+        embeds = [features[:, c] for c in range(C)]
+        valid = [mask[:, None].expand(-1, features.shape[2]) for mask in inputs.image_masks]
         lang = self.vlm.embed(inputs.input_ids)
         embeds.append(lang)
         valid.append(inputs.attention_mask)
