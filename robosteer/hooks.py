@@ -102,6 +102,12 @@ class HookPoints:
         tower = self.towers[site.tower]
         return tower.n_active_layers is None or site.layer < tower.n_active_layers
 
+    def head_active(self, site: HookSite) -> bool:
+        """Whether the heads at this site can change the output: the layer runs and its attention output is used
+        (pi0's last VLM layer runs for its K/V, but its heads' outputs feed nothing)."""
+        tower = self.towers[site.tower]
+        return self.active(site) and (tower.n_head_layers is None or site.layer < tower.n_head_layers)
+
     def resolve(self, name: str) -> HookSite:
         """Parse and validate a hook name, with an error that says what exists."""
         site = HookSite.parse(name)

@@ -135,7 +135,7 @@ def steer_heads(vectors: Mapping[Head | str, torch.Tensor], scale: float = 1.0, 
 
 
 def active_heads(vla, tower: str | None = None) -> list[Head]:
-    """Every head of the model's active layers (those that can change the output)."""
+    """Every head that can change the output (of the layers that run, and whose attention output is used)."""
     points = vla.hook_points()
     return [h for h in points.layout.heads(tower)
-            if points.active(HookSite(h.tower, h.layer, "hook_z"))]
+            if points.head_active(HookSite(h.tower, h.layer, "hook_z"))]

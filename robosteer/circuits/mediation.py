@@ -126,6 +126,11 @@ def cma_head_scores(vla, frames: Sequence[Any], *, baseline: Sequence[Any] | Non
     from ..interventions import active_heads
     from .record import RecordConfig, record_heads
 
+    from .pi0 import is_pi0
+
+    if is_pi0(vla):
+        raise ValueError("cma (the release's selector for OpenVLA) replaces a head at the first action token, which "
+                         "pi0's VLM does not have; on pi0 score heads with knn, activation or attribution")
     if batch_size < 1 or heads_per_batch < 1:
         raise ValueError(f"batch_size and heads_per_batch must be >= 1, got {batch_size} and {heads_per_batch}")
     frames = [Frame.coerce(f, f"frame {i}") for i, f in enumerate(frames)]

@@ -65,25 +65,21 @@ def _z_names(heads: Sequence[Head]) -> list[str]:
     return list(dict.fromkeys(h.hook_z for h in heads))
 
 
-def _views(vla) -> int:
-    """Camera views per observation: a vision tower's batch holds ``views`` rows per example (observation-major)."""
-    return int(getattr(vla.config, "n_views", 1))
-
-
-def _site_rows(site: HookSite, end: torch.Tensor, row: int, views: int) -> tuple:
-    """Where a head acts in example ``row``: the LLM's end positions, or every position of every camera view of a
-    vision tower (its rows ``row * views .. row * views + views - 1``)."""
-    if site.tower == "llm":
+def _site_rows(site: HookSite, end: torch.Tensor | None, row: int, views: int) -> tuple:
+    """Where a head acts in example ``row``: the LLM's end positions (a token model), or every position of the
+    example's rows ``row * views .. row * views + views - 1`` (a vision tower sees ``views`` cameras per example,
+    observation-major; pi0's towers all act everywhere, ``end`` None)."""
+    if site.tower == "llm" and end is not None:
         return row, end[row]
     return slice(row * views, (row + 1) * views), slice(None)
 
 
-def _aligned(cache, names: Sequence[str], end: torch.Tensor, row: int, views: int = 1) -> dict[str, torch.Tensor]:
-    """Per site, example ``row``'s ``hook_z`` where heads act: ``(1 + A, H, D)`` (LLM end slots) or
-    ``(views * S, H, D)`` (a vision tower: every view's patches, in view order)."""
+def _aligned(cache, names: Sequence[str], end: torch.Tensor | None, row: int, batch: int = 1) -> dict[str, torch.Tensor]:
+    """Per site, example ``row``'s ``hook_z`` where heads act (of a batch of ``batch`` examples): ``(1 + A, H, D)``
+    (LLM end slots) or ``(views * S, H, D)`` (every position of every camera view, in view order)."""
     out = {}
     for n in names:
-        rows, positions = _site_rows(HookSite.parse(n), end, row, views)
+        rows, positions = _site_rows(HookSite.parse(n), end, row, cache[n].shape[0] // batch)
         z = cache[n][rows, positions]
         out[n] = z if isinstance(rows, int) else z.flatten(0, 1)
     return out
@@ -95,16 +91,22 @@ def _metric(vla, built, fwd_hooks=()) -> torch.Tensor:
 
 
 def _repeat(built: dict, n: int) -> dict:
-    inputs = {k: v.expand(n, *v.shape[1:]) if torch.is_tensor(v) else v for k, v in built["inputs"].items()}
-    targets = built["targets"]
-    return {"inputs": inputs, "end": built["end"].expand(n, -1), "targets": targets.expand(n, *targets.shape[1:])}
+    """A batch of one as ``n`` copies (views); a prepared-inputs object (pi0's) repeats itself with ``expand``."""
+    def rows(v):
+        if torch.is_tensor(v):
+            return v.expand(n, *v.shape[1:])
+        return v.expand(n) if hasattr(v, "expand") else v
+    end, targets = built["end"], built["targets"]
+    return {"inputs": {k: rows(v) for k, v in built["inputs"].items()},
+            "end": None if end is None else end.expand(n, -1), "targets": targets.expand(n, *targets.shape[1:])}
 
 
-def _patch_hooks(chunk: Sequence[Head], sources: dict[str, torch.Tensor], dst_end: torch.Tensor, views: int = 1):
+def _patch_hooks(chunk: Sequence[Head], sources: dict[str, torch.Tensor], dst_end: torch.Tensor | None):
     """Copy c of the batch gets head ``chunk[c]`` from the aligned ``sources`` (every view, for a vision head)."""
     by_site = group_by_site((head, (c, head.head)) for c, head in enumerate(chunk))
 
     def edit(out, act, site, name, items):
+        views = act.shape[0] // len(chunk)
         for c, h in items:
             rows, positions = _site_rows(site, dst_end, c, views)
             source = sources[name][:, h].to(act.dtype)
@@ -122,7 +124,6 @@ def activation_patching(vla, probe: Probe, config: PatchingConfig = PatchingConf
 
     heads = _heads(vla, config.towers)
     names = _z_names(heads)
-    views = _views(vla)
     effect = np.zeros(len(heads))
     gap = 0.0
     means = _mean_z(vla, probe, names, config) if config.mode == "mean_ablation" else None
@@ -133,14 +134,14 @@ def activation_patching(vla, probe: Probe, config: PatchingConfig = PatchingConf
         if config.mode == "denoise":
             target = build_inputs(vla, [corrupt_frame], config.unnorm_key)
             base = _metric(vla, target)[0].item()
-            sources = _aligned(cache, names, clean["end"], 0, views)
+            sources = _aligned(cache, names, clean["end"], 0)
             gap += m_clean - base
         else:
             target, base, sources = clean, m_clean, means
         for start in range(0, len(heads), config.heads_per_batch):
             chunk = heads[start : start + config.heads_per_batch]
             batch = _repeat(target, len(chunk))
-            patched = _metric(vla, batch, _patch_hooks(chunk, sources, batch["end"], views)).numpy()
+            patched = _metric(vla, batch, _patch_hooks(chunk, sources, batch["end"])).numpy()
             effect[start : start + len(chunk)] += (patched - base) if config.mode == "denoise" else (base - patched)
     if config.mode == "denoise":
         values = effect / gap if abs(gap) > 1e-12 else np.full(len(heads), np.nan)
@@ -159,7 +160,7 @@ def _mean_z(vla, probe: Probe, names: list[str], config: PatchingConfig) -> dict
     frames = [frame for pair in probe.pairs for frame in pair]
     built = build_inputs(vla, frames, config.unnorm_key)
     _, cache = vla.run_with_cache(**built["inputs"], names_filter=names)
-    rows = [_aligned(cache, names, built["end"], b, _views(vla)) for b in range(len(frames))]
+    rows = [_aligned(cache, names, built["end"], b, len(frames)) for b in range(len(frames))]
     return {n: torch.stack([r[n] for r in rows]).float().mean(0) for n in names}
 
 
@@ -180,11 +181,10 @@ def attribution_patching(vla, probe: Probe, towers: Sequence[str] = ("llm",), un
     gap = float((m_clean - m_corrupt).sum())
     values = np.zeros(len(heads))
     index = {h: i for i, h in enumerate(heads)}
-    views = _views(vla)
     for b in range(len(probe)):
-        src = _aligned(clean_cache, names, clean["end"], b, views)
-        dst = _aligned(corrupt_cache, names, corrupt["end"], b, views)
-        grad = _aligned(grads, names, corrupt["end"], b, views)
+        src = _aligned(clean_cache, names, clean["end"], b, len(probe))
+        dst = _aligned(corrupt_cache, names, corrupt["end"], b, len(probe))
+        grad = _aligned(grads, names, corrupt["end"], b, len(probe))
         for name in names:
             site = HookSite.parse(name)
             per_head = ((src[name] - dst[name]) * grad[name]).sum(dim=(0, 2))  # (H,)

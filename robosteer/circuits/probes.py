@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..data.frames import Frame
+from .pi0 import flow_metric, is_pi0, probe_inputs
 
 PROBE_KINDS = ("visual", "linguistic", "physical", "environment", "custom")
 
@@ -76,10 +77,14 @@ def build_inputs(vla, frames: Sequence[Frame | Mapping[str, Any]], unnorm_key: s
 
     ``end`` is the last prompt position then every action position (``models.sequence``). The targets are
     the clean action's token ids ``(B, A)`` for a token model, or its normalised continuous chunk
-    ``(B, K, A)`` for a regression-head model (whose inputs then ask for the hidden states).
+    ``(B, K, A)`` for a regression-head model (whose inputs then ask for the hidden states). pi0
+    (``circuits.pi0.probe_inputs``): one velocity call, ``end`` None (its heads act at every position), and
+    the clean actions in model space ``(B, rows, max_action_dim)``.
     """
     from ..models.sequence import SequenceBuilder
 
+    if is_pi0(vla):
+        return probe_inputs(vla, frames)
     seq = SequenceBuilder(vla, unnorm_key).build(frames)  # prompt + action tokens (or slots + stop token), no EOS
     end = torch.cat([seq.last_prompt[:, None], seq.action_positions], dim=1)  # last prompt token .. last action token
     if vla.config.parallel_decoding:
@@ -93,8 +98,12 @@ def probe_metric(vla, out, end: torch.Tensor, targets: torch.Tensor) -> torch.Te
     - token actions: :func:`action_logprob`, the log-probability of the clean action's tokens;
     - continuous actions (a regression head): minus the L1 distance between the predicted normalised chunk
       and the clean one, summed over the chunk's values (the head reads the hidden states at ``end[:, :-1]``,
-      one before each action slot, as it does when predicting).
+      one before each action slot, as it does when predicting);
+    - pi0 (flow matching): minus the L1 distance of the one-step estimate of the clean chunk from the clean
+      actions (``circuits.pi0.flow_metric``).
     """
+    if is_pi0(vla):
+        return flow_metric(vla, out, targets)
     if not vla.config.parallel_decoding:
         return action_logprob(out.logits, end, targets)
     from ..models.action_heads import chunk_at

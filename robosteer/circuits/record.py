@@ -11,6 +11,10 @@ head's ``hook_z`` is kept at one position:
   does), or ``"mean_action"`` (mean over the action-token positions);
 - vision heads: the mean over the tower's patch tokens (they see no text).
 
+pi0 (``circuits.pi0``) has no action tokens: each frame runs one velocity call (t = 1, a fixed noise
+chunk); its VLM heads are read at the last valid prefix token, its expert heads at ``position`` over
+the suffix, its SigLIP heads as the mean over patches and real cameras; the target is the first action.
+
 Frames are taken at keyframes by default (``keyframe`` flag of a frame: gripper flips,
 near-still arm, first/last frame), or all frames. ``out=DIR`` streams each batch to
 disk as it is recorded (``record_stream``: memory bounded by one batch, the folder
@@ -40,6 +44,8 @@ from ..data.frames import Frame
 from ..models.sequence import ModelBatch, SequenceBuilder
 from ..sites import Head, HeadLayout, HookSite, hook_name
 from .config import POSITIONS, DiscoverConfig
+from .pi0 import first_actions, is_pi0, one_step_inputs
+from .pi0 import pick as pi0_pick
 from .record_stream import FORMAT_VERSION, STORAGE, HeadActivationsWriter, read_streamed
 
 log = logging.getLogger(__name__)
@@ -176,13 +182,15 @@ def record_heads(vla, frames: Sequence[Frame | Mapping[str, Any]], config: Recor
     chosen = select_frames(frames, config.keyframes_only)
     if not chosen:
         raise ValueError("no frames to record")
-    names = [n for t in config.towers for n in vla.hook_names(["hook_z"], [t]) if points.active(HookSite.parse(n))]
-    targets = {"actions": np.stack([np.asarray(f.action, dtype=np.float64) for f in chosen]),
+    names = [n for t in config.towers for n in vla.hook_names(["hook_z"], [t]) if points.head_active(HookSite.parse(n))]
+    flow = is_pi0(vla)  # pi0: one velocity call per frame, read where circuits.pi0 says
+    actions = first_actions(chosen) if flow else [np.asarray(f.action, dtype=np.float64) for f in chosen]
+    targets = {"actions": np.stack(actions),
                "episodes": np.asarray([int(f.episode) for f in chosen]),
                "frames": np.asarray([i if f.step is None else int(f.step) for i, f in enumerate(chosen)])}
     meta = {"layout": vla.head_layout, "position": config.position, "fingerprint": vla.fingerprint(),
             "instructions": [str(f.instruction) for f in chosen]}
-    builder = SequenceBuilder(vla, config.unnorm_key)  # prompt + action tokens, no EOS
+    builder = None if flow else SequenceBuilder(vla, config.unnorm_key)  # prompt + action tokens, no EOS
     per_tower: dict[str, list[torch.Tensor]] = {t: [] for t in config.towers}
     with contextlib.ExitStack() as stack:
         writer = None
@@ -190,13 +198,19 @@ def record_heads(vla, frames: Sequence[Frame | Mapping[str, Any]], config: Recor
             writer = stack.enter_context(HeadActivationsWriter(out, **targets, **meta))
         for start in tqdm(range(0, len(chosen), config.batch_size), disable=not progress, desc="recording heads"):
             part = chosen[start : start + config.batch_size]
-            seq = builder.build(part)
-            _, cache = vla.run_with_cache(**seq.model_inputs(), names_filter=names)
+            if flow:
+                inputs = one_step_inputs(vla, part)
+                pick = lambda z, tower: pi0_pick(vla, z, tower, inputs["inputs"], config.position)  # noqa: E731
+            else:
+                seq = builder.build(part)
+                inputs = seq.model_inputs()
+                pick = lambda z, tower: _pick(z, tower, seq, config.position, vla)  # noqa: E731
+            _, cache = vla.run_with_cache(**inputs, names_filter=names)
             batch = {}
             for tower in config.towers:
                 layers = [HookSite.parse(n).layer for n in names if n.startswith(f"{tower}.")]
                 z = torch.stack([cache[hook_name(tower, l, "hook_z")] for l in layers], dim=1)  # (B, L, S, H, D)
-                batch[tower] = _pick(z, tower, seq, config.position, vla).float()  # (B, L, H, D)
+                batch[tower] = pick(z, tower).float()  # (B, L, H, D)
             if writer is not None:
                 writer.append(batch)
             else:

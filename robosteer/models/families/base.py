@@ -37,6 +37,9 @@ class TowerModules:
     v: str | None = None
     qkv: str | None = None
     n_active_layers: int | None = None  # layers that run (OpenVLA's towers stop at the second-to-last block)
+    # layers whose heads' outputs can change the output (pi0's VLM: all but the last, whose K/V feed the expert
+    # but whose attention output feeds nothing); None: every active layer
+    n_head_layers: int | None = None
 
     @property
     def n_layers(self) -> int:

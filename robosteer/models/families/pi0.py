@@ -27,6 +27,8 @@ def tower_modules(pi0) -> dict[str, TowerModules]:
             name=name, path=f"{path}.layers", blocks=stack.layers, attn="self_attn", out="o_proj",
             q="q_proj", k="k_proj", v="v_proj", n_heads=dims.n_heads, n_kv_heads=dims.n_kv_heads,
             head_dim=dims.head_dim, d_model=dims.width,
+            # the VLM's last layer runs for its K/V (the expert reads them), but its heads' outputs feed nothing
+            n_head_layers=dims.depth - 1 if name == "llm" else None,
         )
     vision = cfg.vision
     towers["siglip"] = TowerModules(

@@ -129,6 +129,11 @@ class Pi0Config:
         return tuple(k.removeprefix(IMAGE_PREFIX) for k in self.image_keys)
 
     @property
+    def n_views(self) -> int:
+        """Cameras per observation, empty ones included: SigLIP's batch holds this many rows per example."""
+        return len(self.image_keys)
+
+    @property
     def prefix_len(self) -> int:
         return len(self.image_keys) * self.vision.n_patches + self.tokenizer_max_length
 

@@ -103,6 +103,20 @@ class Pi0Inputs:
     def batch_size(self) -> int:
         return self.state.shape[0]
 
+    def to(self, device: Any) -> "Pi0Inputs":
+        return Pi0Inputs([p.to(device) for p in self.pixels], [m.to(device) for m in self.image_masks],
+                         self.input_ids.to(device), self.attention_mask.to(device), self.state.to(device))
+
+    def expand(self, n: int) -> "Pi0Inputs":
+        """A batch of one as ``n`` identical rows (views, no copy): one copy per patched head."""
+        if self.batch_size != 1:
+            raise ValueError(f"expand repeats a batch of one; this batch has {self.batch_size} rows")
+
+        def rows(x: torch.Tensor) -> torch.Tensor:
+            return x.expand(n, *x.shape[1:])
+        return Pi0Inputs([rows(p) for p in self.pixels], [rows(m) for m in self.image_masks], rows(self.input_ids),
+                         rows(self.attention_mask), rows(self.state))
+
 
 @dataclass
 class Pi0Prefix:
@@ -124,6 +138,8 @@ class Pi0Output:
     actions_model: torch.Tensor | None = None
     velocity: torch.Tensor | None = None
     losses: torch.Tensor | None = None  # elementwise flow loss [B, chunk, max_action_dim] (``actions=`` given)
+    # with ``velocity``: the one-step estimate of the clean chunk, ``x_t - time * v`` (model space)
+    denoised: torch.Tensor | None = None
 
 
 class Pi0Policy(FamilyModelMixin, HookedModelMixin, nn.Module):
@@ -236,11 +252,15 @@ class Pi0Policy(FamilyModelMixin, HookedModelMixin, nn.Module):
         features = _linear(self.projector, self.vision(pixels.to(self.vision.embeddings.patch_embedding.weight.dtype)))
         features = features.view(B, C, *features.shape[1:])
         embeds = [features[:, c] for c in range(C)]
-        valid = [mask[:, None].expand(-1, features.shape[2]) for mask in inputs.image_masks]
         lang = self.vlm.embed(inputs.input_ids)
         embeds.append(lang)
-        valid.append(inputs.attention_mask)
-        return torch.cat([e.to(lang.dtype) for e in embeds], dim=1), torch.cat(valid, dim=1)
+        return torch.cat([e.to(lang.dtype) for e in embeds], dim=1), self.prefix_mask(inputs)
+
+    def prefix_mask(self, inputs: Pi0Inputs) -> torch.Tensor:
+        """Which prefix positions are real ``[B, P]``: each camera's patches (False for an empty camera), then the
+        language tokens' attention mask."""
+        n = self.config.vision.n_patches
+        return torch.cat([m[:, None].expand(-1, n) for m in inputs.image_masks] + [inputs.attention_mask], dim=1)
 
     def run_prefix(self, inputs: Pi0Inputs) -> Pi0Prefix:
         """The VLM over the prefix (prefix-LM: bidirectional among valid tokens); keeps each layer's K/V."""
@@ -321,8 +341,9 @@ class Pi0Policy(FamilyModelMixin, HookedModelMixin, nn.Module):
             if x_t is None or time is None:
                 raise ValueError("pass both x_t= [B, chunk, max_action_dim] and time= [B] for one velocity")
             t = torch.as_tensor(time, dtype=torch.float32, device=self.device).reshape(-1).expand(inputs.batch_size)
-            v = self.velocity(inputs.state, self.run_prefix(inputs), self._check_noise(x_t, inputs.batch_size), t)
-            return Pi0Output(velocity=v)
+            x = self._check_noise(x_t, inputs.batch_size)
+            v = self.velocity(inputs.state, self.run_prefix(inputs), x, t)
+            return Pi0Output(velocity=v, denoised=x - t[:, None, None] * v)
         start = self.noise_like(inputs.batch_size, seed) if noise is None else self._check_noise(noise, inputs.batch_size)
         model_space = self.sample(inputs, start, num_steps)
         actions = self.normalizer.action.inverse(model_space[..., : self.config.action_dim])
