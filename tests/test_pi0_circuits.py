@@ -11,11 +11,12 @@ from robosteer.circuits.config import DiscoverConfig
 from robosteer.circuits.discover import discover
 from robosteer.circuits.patching import (PatchingConfig, _aligned, _heads, _metric, _patch_hooks, _repeat, _z_names,
                                          activation_patching, attribution_patching)
-from robosteer.circuits.pi0 import one_step_inputs
+from robosteer.circuits.pi0 import NOISE_SEED, recording_inputs
 from robosteer.circuits.probes import Probe, build_inputs
 from robosteer.circuits.record import RecordConfig, record_heads
 from robosteer.masks import HeadMask
 from robosteer.models.pi0 import tiny_pi0
+from robosteer.models.pi0.frames import frame_inputs
 from robosteer.sites import Head
 
 CHUNK = 4
@@ -52,8 +53,13 @@ def test_recording_reads_each_tower_where_the_docs_say(pi0):
     np.testing.assert_allclose(acts.actions, np.stack([f["action"][0] for f in data[:1] + data[2:]]))
 
     one = [data[0]]
-    kwargs = one_step_inputs(pi0, one)
+    # the released recording pass, computed here by hand: sample the chunk, then one velocity call at t = 0 on it
+    inputs = frame_inputs(pi0, one)
+    x_0 = pi0.sample(inputs, pi0.noise_like(1, NOISE_SEED))
+    kwargs = {"inputs": inputs, "x_t": x_0, "time": torch.zeros(1)}
     _, cache = pi0.run_with_cache(**kwargs)
+    _, at_noise = pi0.run_with_cache(inputs=inputs, x_t=pi0.noise_like(1, NOISE_SEED), time=torch.ones(1))
+    assert not torch.allclose(cache["expert.blocks.2.attn.hook_z"], at_noise["expert.blocks.2.attn.hook_z"])
     n_lang = int(kwargs["inputs"].attention_mask[0].sum())
     last = 2 * 4 + n_lang - 1  # two cameras of 4 patches, then the language tokens padded right
     torch.testing.assert_close(acts.acts["llm"][0, 1], cache["llm.blocks.1.attn.hook_z"][0, last])
@@ -62,7 +68,7 @@ def test_recording_reads_each_tower_where_the_docs_say(pi0):
     torch.testing.assert_close(acts.acts["siglip"][0, 1], siglip.mean(dim=1).mean(dim=0))
 
     single = record_heads(pi0, [data[1]], RecordConfig(towers=("siglip",), keyframes_only=False), progress=False)
-    _, cache = pi0.run_with_cache(**one_step_inputs(pi0, [data[1]]))
+    _, cache = pi0.run_with_cache(**recording_inputs(pi0, [data[1]]))
     # the empty camera is left out of the mean: only the base camera's patches count
     torch.testing.assert_close(single.acts["siglip"][0, 0], cache["siglip.blocks.0.attn.hook_z"][0].mean(dim=0))
     assert not torch.allclose(single.acts["siglip"][0, 0], cache["siglip.blocks.0.attn.hook_z"].mean(dim=(0, 1)))

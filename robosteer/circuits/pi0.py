@@ -1,30 +1,37 @@
 """pi0 in the head scorers: one velocity call per frame, where each tower's heads are read, the probes' metric.
 
-pi0 has no action tokens: a VLM (``llm``) reads the prefix ``[camera patches | language]`` once, and
-the action expert (``expert``) reads ``[state token | chunk action tokens]`` once per flow step,
-attending to the prefix's K/V. The recorders and the probes run **one velocity call** per frame: at flow
-time ``t = 1`` on a fixed noise chunk (``probe_noise``: seed ``NOISE_SEED``, the same chunk for every
-example, so both sides of a probe pair see the same noise), i.e. the sampler's first Euler step, so every
-site fires exactly once.
+pi0 has no action tokens in its VLM: the VLM (``llm``) reads the prefix ``[camera patches | language]``
+once, and the action expert (``expert``) reads ``[state token | chunk action tokens]`` once per flow step,
+attending to the prefix's K/V. The recorders and the probes run **one velocity call** per frame, so every
+site fires exactly once; the noise is a fixed chunk (``probe_noise``: seed ``NOISE_SEED``, the same for
+every example, so both sides of a probe pair see the same noise).
 
-Where a head is read (kNN recording, ``record.record_heads``):
+Recording (kNN, ``record.record_heads``) follows the method's released code for pi0 (openpi_robotv
+``models/pi0.py`` ``sample_actions(return_state_and_first_action_heads=True)``, read by
+``head_tuning/knn/data.py`` as ``first_action_token_attn``): after sampling the chunk ``x_0``, one extra
+suffix pass at flow time ``t = 0`` on ``x_0`` over the cached prefix; a head's value is its attention
+output before the output projection. robosteer samples ``x_0`` from the fixed noise (``recording_inputs``)
+and then makes that pass. Where each tower's heads are read:
 
-- ``llm``: the **last valid prefix token** (the last real language token), whatever ``position`` says: the
-  VLM has no action tokens, and this is the token the released code reads (openpi_robotv ``head_tuning``
-  records each PaliGemma head's ``o_proj`` input at the last valid prefix token of the prefill);
-- ``expert``: ``first_action`` the first action token, ``last_prompt`` the state token before it,
-  ``mean_action`` the mean over the chunk's action tokens;
+- ``expert``: ``first_action`` (default) the first action token, suffix token 1, which is the released
+  code's token; ``last_prompt`` the state token (its ``state_token_attn``); ``mean_action`` the mean
+  over the chunk's action tokens;
+- ``llm``: the **last valid prefix token** (the last real language token), whatever ``position`` says (the VLM
+  has no action tokens; the release also keeps the prefill's VLM heads at the prefix's last position,
+  ``last_token_attn``, a padding position when the prompt is shorter than the tokenizer length, and does
+  not score them);
 - ``siglip``: the mean over each camera's patches, then over the observation's real (non-empty) cameras.
 
 The kNN target of a frame is its first demonstrated action (the first row of a chunk).
 
-Probes (``probes.build_inputs`` / ``probes.probe_metric``): a head acts at **every position** of its tower
-(clean and corrupted prefixes have the same padded length; SigLIP's rows are the observation's cameras),
-and the metric is minus the L1 distance, summed over the real action dimensions, between the one-step
-estimate of the clean chunk ``x_t - t * v`` (``Pi0Output.denoised``) and the demonstrated actions in model
-space (the rows a frame gives: one action, or a whole chunk). Patching every expert head restores the clean
-metric exactly: the suffix's own inputs (state, noise, time) are the same in both runs, and the prefix reaches
-it only through the expert's attention.
+Probes (``probes.build_inputs`` / ``probes.probe_metric``) run the velocity at ``t = 1`` on the noise (the
+sampler's first Euler step; at ``t = 0`` the one-step estimate would not depend on ``v``). A head acts at
+**every position** of its tower (clean and corrupted prefixes have the same padded length; SigLIP's rows are
+the observation's cameras), and the metric is minus the L1 distance, summed over the real action dimensions,
+between the one-step estimate of the clean chunk ``x_t - t * v`` (``Pi0Output.denoised``) and the
+demonstrated actions in model space (the rows a frame gives: one action, or a whole chunk). Patching every
+expert head restores the clean metric exactly: the suffix's own inputs (state, noise, time) are the same in
+both runs, and the prefix reaches it only through the expert's attention.
 """
 
 from __future__ import annotations
@@ -55,6 +62,17 @@ def one_step_inputs(vla: Any, frames: Sequence[Frame | Mapping[str, Any]]) -> di
     inputs = frame_inputs(vla, frames)
     B = inputs.batch_size
     return {"inputs": inputs, "x_t": probe_noise(vla, B), "time": torch.ones(B, device=vla.device)}
+
+
+def recording_inputs(vla: Any, frames: Sequence[Frame | Mapping[str, Any]]) -> dict[str, Any]:
+    """The released recording pass: sample ``x_0`` from the fixed noise, then one velocity call at ``t = 0`` on it."""
+    from ..models.pi0.frames import frame_inputs
+
+    inputs = frame_inputs(vla, frames)
+    B = inputs.batch_size
+    with torch.no_grad():
+        x_0 = vla.sample(inputs, probe_noise(vla, B))
+    return {"inputs": inputs, "x_t": x_0, "time": torch.zeros(B, device=vla.device)}
 
 
 def first_actions(frames: Sequence[Frame]) -> list:

@@ -11,9 +11,10 @@ head's ``hook_z`` is kept at one position:
   does), or ``"mean_action"`` (mean over the action-token positions);
 - vision heads: the mean over the tower's patch tokens (they see no text).
 
-pi0 (``circuits.pi0``) has no action tokens: each frame runs one velocity call (t = 1, a fixed noise
-chunk); its VLM heads are read at the last valid prefix token, its expert heads at ``position`` over
-the suffix, its SigLIP heads as the mean over patches and real cameras; the target is the first action.
+pi0 (``circuits.pi0``), as the released code records it: the chunk is sampled from a fixed noise, then
+one velocity call at t = 0 on it; expert heads are read at ``position`` over the suffix (the first action
+token by default), VLM heads at the last valid prefix token, SigLIP heads as the mean over patches and
+real cameras; the target is the first action.
 
 Frames are taken at keyframes by default (``keyframe`` flag of a frame: gripper flips,
 near-still arm, first/last frame), or all frames. ``out=DIR`` streams each batch to
@@ -44,7 +45,7 @@ from ..data.frames import Frame
 from ..models.sequence import ModelBatch, SequenceBuilder
 from ..sites import Head, HeadLayout, HookSite, hook_name
 from .config import POSITIONS, DiscoverConfig
-from .pi0 import first_actions, is_pi0, one_step_inputs
+from .pi0 import first_actions, is_pi0, recording_inputs
 from .pi0 import pick as pi0_pick
 from .record_stream import FORMAT_VERSION, STORAGE, HeadActivationsWriter, read_streamed
 
@@ -199,7 +200,7 @@ def record_heads(vla, frames: Sequence[Frame | Mapping[str, Any]], config: Recor
         for start in tqdm(range(0, len(chosen), config.batch_size), disable=not progress, desc="recording heads"):
             part = chosen[start : start + config.batch_size]
             if flow:
-                inputs = one_step_inputs(vla, part)
+                inputs = recording_inputs(vla, part)
                 pick = lambda z, tower: pi0_pick(vla, z, tower, inputs["inputs"], config.position)  # noqa: E731
             else:
                 seq = builder.build(part)
