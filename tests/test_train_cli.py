@@ -192,3 +192,16 @@ def test_pretrain_refuses_inconsistent_switches():
         PretrainConfig(out_dir="o", action_chunk=4, **tokens)
     assert PretrainConfig(out_dir="o", cameras=("agentview",)).cameras is None  # one view, canonical
     assert PretrainConfig(out_dir="o").cameras == ("agentview", "wrist")  # the default: v5's two views
+
+
+def test_finetune_a_pi0_folder_selects_and_trains_heads_on_action_chunks(tmp_path, demos):
+    from robosteer.models.pi0 import tiny_pi0
+
+    base = tiny_pi0(seed=0)  # state 7, action 7, chunk 4: the CLI wraps the demos in ActionChunks(demos, 4)
+    folder = base.save_pretrained(tmp_path / "pi0")
+    assert finetune(folder, demos, tmp_path / "run", "--method", "heads", "--top-k", "2", "--selector", "knn",
+                    "--no-augment") == 0
+    chosen = json.loads((tmp_path / "run" / "mask.json").read_text())["heads"]
+    assert len(chosen) == 2 and all(h.startswith("llm.L0") for h in chosen)  # the VLM's last layer is never chosen
+    meta = json.loads((tmp_path / "run" / "final" / "adapter.json").read_text())
+    assert meta["heads"] == chosen and meta["base_fingerprint"] == base.fingerprint()

@@ -81,7 +81,8 @@ PRETRAIN_ARGUMENTS = ConfigArguments(PretrainConfig, flags={"out_dir": "--out"})
 
 def _register_finetune(subparsers) -> None:
     p = subparsers.add_parser("finetune", help=f"finetune a policy on demonstrations ({', '.join(METHODS)})")
-    p.add_argument("--policy", default="default", help="OpenVLA-format checkpoint folder, or 'default'")
+    p.add_argument("--policy", default="default",
+                   help="OpenVLA-format checkpoint folder, a lerobot pi0 folder, or 'default'")
     p.add_argument("--demos", required=True,
                    help="demonstration folder (`robosteer collect` output or a LeRobot folder)")
     p.add_argument("--method", choices=METHODS, default="heads", help="what trains (default: heads)")
@@ -126,6 +127,10 @@ def finetune_command(args: argparse.Namespace) -> int:
         mask = discover_in_sim(vla, demos, selection).mask
     if mask is not None:
         mask.to_json(Path(args.out) / "mask.json")
+    if vla.config.action_chunk > 1:  # a chunk model (OpenVLA-OFT, pi0) trains on each frame's next K actions
+        from robosteer.data.chunks import ActionChunks
+
+        demos = ActionChunks(demos, vla.config.action_chunk)
     lora = LORA_ARGUMENTS.build(args)
     strategy = make_strategy(args.method, mask=mask, kv=args.kv, lora=lora, seed=args.seed)
     result = train(vla, demos, strategy, TRAIN_ARGUMENTS.build(args))

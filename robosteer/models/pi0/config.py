@@ -129,6 +129,11 @@ class Pi0Config:
         return tuple(k.removeprefix(IMAGE_PREFIX) for k in self.image_keys)
 
     @property
+    def action_chunk(self) -> int:
+        """Actions per prediction (``chunk_size``), under the name OpenVLA's config uses."""
+        return self.chunk_size
+
+    @property
     def n_views(self) -> int:
         """Cameras per observation, empty ones included: SigLIP's batch holds this many rows per example."""
         return len(self.image_keys)
