@@ -144,13 +144,18 @@ class HeadMask:
                    data=scores.data, fingerprint=scores.fingerprint)
 
     @classmethod
-    def random_like(cls, mask: "HeadMask", seed: int) -> "HeadMask":
-        """``HeadMask.random_like(mask, seed=0)``: as many heads per tower as ``mask``, uniformly at random."""
+    def random_like(cls, mask: "HeadMask", seed: int, among: Iterable[Head] | None = None) -> "HeadMask":
+        """``HeadMask.random_like(mask, seed=0)``: as many heads per tower as ``mask``, uniformly at random
+        (``among``: only from these heads, e.g. ``interventions.active_heads(vla)``; the draw is the one without
+        it when ``among`` leaves out no head of the towers the mask draws from)."""
         rng = np.random.default_rng(seed)
+        allowed = None if among is None else {Head.parse(h) for h in among}
         heads = []
         for tower in mask.layout.names:
             count = sum(h.tower == tower for h in mask.heads)
-            pool = mask.layout.heads(tower)
+            pool = [h for h in mask.layout.heads(tower) if allowed is None or h in allowed]
+            if count > len(pool):
+                raise ValueError(f"cannot draw {count} random heads of tower {tower!r}: only {len(pool)} are allowed")
             heads.extend(pool[i] for i in rng.choice(len(pool), size=count, replace=False))
         return cls(mask.layout, tuple(heads), method="random", data=f"random_like({mask.method or 'mask'}, seed={seed})",
                    fingerprint=mask.fingerprint)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import robosteer
+from robosteer.interventions import active_heads
 from robosteer.masks import HeadMask
 from robosteer.models.pi0 import tiny_pi0
 from robosteer.train import TrainConfig, train
@@ -105,3 +106,17 @@ def test_frames_without_chunks_or_state_are_refused(tmp_path):
     no_state = [{k: v for k, v in f.items() if k != "proprio"} for f in frames(3)]
     with pytest.raises(ValueError, match="robot state"):
         train(tiny_pi0(seed=0), no_state, make_strategy("full"), config)
+
+
+def test_heads_that_cannot_change_the_output_are_refused_and_never_drawn():
+    pi0 = tiny_pi0(seed=0)  # 2 VLM layers of 4 heads: layer 1's heads feed nothing (only its K/V are read)
+    with pytest.raises(ValueError, match=r"cannot change this model's output.*llm.L1H2.*pi0's last VLM layer"):
+        make_strategy("heads", mask=HeadMask.from_heads(["llm.L0H1", "llm.L1H2"], pi0.head_layout)).prepare(pi0)
+    mask = HeadMask.from_heads(["llm.L0H0", "llm.L1H1", "llm.L1H2", "llm.L1H3", "expert.L1H0"], pi0.head_layout)
+    random = make_strategy("random-heads", mask=mask, seed=3)
+    random.prepare(pi0)
+    assert sorted(str(h) for h in random.mask.heads if h.tower == "llm") == ["llm.L0H0", "llm.L0H1", "llm.L0H2",
+                                                                              "llm.L0H3"]
+    with pytest.raises(ValueError, match="cannot draw 5 random heads of tower 'llm': only 4"):
+        HeadMask.random_like(HeadMask.from_heads([f"llm.L{i // 4}H{i % 4}" for i in range(5)], pi0.head_layout), 0,
+                             among=active_heads(pi0))

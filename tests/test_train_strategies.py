@@ -50,12 +50,18 @@ def analytic_lora_count(vla, r):
 
 
 @pytest.mark.parametrize("heads, kv", [(HEADS[:3], False), (HEADS[:3], True), (HEADS, False), (HEADS, True),
-                                       (["siglip.L2H1"], True)])
+                                       (["siglip.L1H1"], True)])
 def test_heads_trainable_count_is_analytic(heads, kv):
     vla = tiny_train_vla()
     strategy = HeadsStrategy(HeadMask.from_heads(heads, vla.head_layout), kv=kv)
     strategy.prepare(vla)
     assert count_trainable(vla) == analytic_heads_count(vla, heads, kv) == strategy.deltas.num_parameters()
+
+
+def test_heads_of_the_vision_block_that_never_runs_are_refused():
+    vla = tiny_train_vla()  # OpenVLA reads the vision towers' second-to-last block: the last one never runs
+    with pytest.raises(ValueError, match=r"cannot change this model's output.*siglip.L2H1"):
+        HeadsStrategy(HeadMask.from_heads(["llm.L0H0", "siglip.L2H1"], vla.head_layout)).prepare(vla)
 
 
 def test_gqa_kv_head_trained_once():

@@ -43,6 +43,15 @@ class HeadsStrategy:
         self.deltas: HeadDeltas | None = None
 
     def prepare(self, vla: nn.Module) -> None:
+        from ...interventions import active_heads
+
+        active = set(active_heads(vla))
+        idle = [str(h) for h in self.mask.heads if h not in active]
+        if idle:
+            raise ValueError(f"the head mask selects {len(idle)} head(s) that cannot change this model's output, "
+                             f"e.g. {idle[:4]} (a layer that does not run, or whose heads' outputs feed nothing, such "
+                             "as pi0's last VLM layer): training them would change nothing; choose among "
+                             "robosteer.interventions.active_heads(vla)")
         freeze(vla)
         self.deltas = HeadDeltas.attach(vla, self.mask, kv=self.kv)
         for p in self.deltas.parameters():
@@ -67,7 +76,15 @@ class RandomHeadsStrategy(HeadsStrategy):
 
     def __init__(self, mask: HeadMask, seed: int = 0, kv: bool = False) -> None:
         super().__init__(HeadMask.random_like(mask, seed), kv=kv)
+        self.source = mask
         self.seed = seed
+
+    def prepare(self, vla: nn.Module) -> None:
+        """Draw again among the heads that can change the output (the same draw where every head can)."""
+        from ...interventions import active_heads
+
+        self.mask = HeadMask.random_like(self.source, self.seed, among=active_heads(vla))
+        super().prepare(vla)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "seed": self.seed}
