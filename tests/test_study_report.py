@@ -388,6 +388,15 @@ def test_rank_bands_are_reported_per_selector_with_the_top_band_from_the_matrix(
     assert "place/lighting | 0 | knn" not in text
 
 
+def test_a_band_difference_below_zero_is_said_to_rank_heads_against_their_benefit(tmp_path):
+    matrix, bands = tmp_path / "matrix", tmp_path / "bands"
+    write_cell(matrix, "lift/novel_form", "heads-knn", 0, 2, episodes=50, heads_score=0.9)
+    write_cell(bands, "lift/novel_form", "heads-knn-middle", 0, 30, episodes=50, heads_score=0.5)
+    write_cell(bands, "lift/novel_form", "heads-knn-bottom", 0, 30, episodes=50, heads_score=0.1)
+    text = StudyReport.load(matrix, bands=bands).markdown()
+    assert "knn (-0.56); its interval lies below 0" in text and "includes 0" not in text.split("Largest")[1]
+
+
 def test_the_grid_and_machine_time_are_reported(tmp_path):
     from robosteer.app.study_grid import grid_markdown
 

@@ -84,8 +84,10 @@ def bands_markdown(report) -> list[str]:
             f"{k / n:.2f} ({k}/{n})" for k, n in (s["pooled"][b] for b in BANDS))
             + f" | {s['difference']:+.2f} [{low:+.2f}, {high:+.2f}] | {s['ordered']}/{s['pairs']} |")
     best = max(summaries, key=lambda sel: summaries[sel]["difference"])
-    low = summaries[best]["interval"][0]
-    lines += ["", f"Largest top-minus-bottom difference: {best} ({summaries[best]['difference']:+.2f}); "
-              + ("its interval clears 0." if low > 0 else "its interval includes 0, so no selector is shown to "
-                                                           "predict benefit on these pairs.")]
+    low, high = summaries[best]["interval"]
+    verdict = ("its interval clears 0." if low > 0 else
+               "its interval lies below 0: even the best selector's top band did worse than its bottom band, so on "
+               "these pairs the scores rank heads against their finetuning benefit." if high < 0 else
+               "its interval includes 0, so no selector is shown to predict benefit on these pairs.")
+    lines += ["", f"Largest top-minus-bottom difference: {best} ({summaries[best]['difference']:+.2f}); " + verdict]
     return lines
