@@ -24,11 +24,6 @@ TABLE, HTML, PNG = DOCS / "results_v5_matrix.md", DOCS / "results_v5_matrix.html
 BEGIN, END = "<!-- v5-matrix tables: begin (scripts/refresh_results.py) -->", "<!-- v5-matrix tables: end -->"
 
 
-def bands_folder() -> Path | None:
-    """The rank-band study, once it has a finished cell."""
-    return BANDS if any((BANDS / "cells").rglob("seed*.json")) else None
-
-
 def spliced(results: str, table: str) -> str:
     """``results`` with the text between the markers replaced by ``table``."""
     if results.count(BEGIN) != 1 or results.count(END) != 1 or results.index(BEGIN) > results.index(END):
@@ -41,20 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--check", action="store_true", help="only say whether the committed files are stale")
     args = parser.parse_args(argv)
-    from robosteer.app.study_report import StudyReport
-
-    table = StudyReport.load(MATRIX, bands=bands_folder()).markdown()
     results = (DOCS / "results.md").read_text()
     if args.check:
+        from robosteer.app.study_report import StudyReport
+
+        table = StudyReport.load(MATRIX, bands=BANDS).markdown()
         stale = [str(p) for p, fresh in ((TABLE, table), (DOCS / "results.md", spliced(results, table)))
                  if not p.is_file() or p.read_text() != fresh]
         print("stale: " + ", ".join(stale) if stale else "up to date")
         return 1 if stale else 0
     from robosteer.cli import main as robosteer
 
-    bands = bands_folder()
-    code = robosteer(["study-report", str(MATRIX), "--out", str(TABLE), "--html", str(HTML), "--png", str(PNG)]
-                     + (["--bands", str(bands)] if bands else []))
+    code = robosteer(["study-report", str(MATRIX), "--bands", str(BANDS), "--out", str(TABLE), "--html", str(HTML),
+                      "--png", str(PNG)])
     if code:
         return code
     from robosteer.files import atomic_write_text

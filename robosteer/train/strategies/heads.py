@@ -45,8 +45,10 @@ class HeadsStrategy:
     def prepare(self, vla: nn.Module) -> None:
         from ...interventions import active_heads
 
-        active = set(active_heads(vla))
-        idle = [str(h) for h in self.mask.heads if h not in active]
+        active = active_heads(vla)
+        self.mask = self._choose(active)
+        allowed = set(active)
+        idle = [str(h) for h in self.mask.heads if h not in allowed]
         if idle:
             raise ValueError(f"the head mask selects {len(idle)} head(s) that cannot change this model's output, "
                              f"e.g. {idle[:4]} (a layer that does not run, or whose heads' outputs feed nothing, such "
@@ -56,6 +58,10 @@ class HeadsStrategy:
         self.deltas = HeadDeltas.attach(vla, self.mask, kv=self.kv)
         for p in self.deltas.parameters():
             p.requires_grad_(True)
+
+    def _choose(self, active: list) -> HeadMask:
+        """The heads to train, given the heads that can change this model's output: the mask as given."""
+        return self.mask
 
     def save(self, vla: nn.Module, directory: str | Path) -> Path:
         """A heads adapter (``train/adapters.py``): safetensors of the trained slices + JSON."""
@@ -79,12 +85,9 @@ class RandomHeadsStrategy(HeadsStrategy):
         self.source = mask
         self.seed = seed
 
-    def prepare(self, vla: nn.Module) -> None:
+    def _choose(self, active: list) -> HeadMask:
         """Draw again among the heads that can change the output (the same draw where every head can)."""
-        from ...interventions import active_heads
-
-        self.mask = HeadMask.random_like(self.source, self.seed, among=active_heads(vla))
-        super().prepare(vla)
+        return HeadMask.random_like(self.source, self.seed, among=active)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "seed": self.seed}
