@@ -413,3 +413,33 @@ def test_the_grid_and_machine_time_are_reported(tmp_path):
     assert "| lora | 0.0002 | 0.50 [0.30, 0.70] (15/30) | 939,264 | 111 | yes |" in text
     assert "| lora | 0.0005 | 0.50 [0.30, 0.70] (15/30) | 939,264 | 110 |  |" in text
     assert "Zero-shot there: 8/30." in text and "`robosteer study --lrs lora=0.0002`" in text
+
+
+def test_head_layers_are_counted_and_related_to_the_gain_over_zero_shot(tmp_path):
+    from robosteer.app.study_layers import head_layer, layer_association
+
+    assert head_layer("llm.L3H5") == 3 and head_layer("llm.L12H0") == 12
+    with pytest.raises(ValueError, match="L<layer>H<head>"):
+        head_layer("vision.block2")
+    # on both tasks the deeper the trained heads, the smaller the gain: a negative correlation within and pooled
+    for task, base in (("lift/novel_form", 2), ("place/lighting", 5)):
+        write_cell(tmp_path, task, "zero-shot", 0, base)
+        for seed, (layer, gain) in enumerate([(0, 4), (1, 3), (2, 2), (3, 1)]):
+            write_cell(tmp_path, task, "heads-knn", seed, base + gain, heads=[f"llm.L{layer}H0", f"llm.L{layer}H1"])
+    write_cell(tmp_path, "push/paraphrase", "heads-knn", 0, 9, heads=["llm.L0H0"])  # no zero-shot there: left out
+    report = StudyReport.load(tmp_path)
+    assoc = layer_association(report)
+    assert assoc["cells"] == 8 and assoc["spearman"] == pytest.approx(-1.0)  # equal gains across tasks tie
+    assert assoc["interval"] is None  # two tasks: no bootstrap over tasks
+    assert assoc["within"] == {"lift/novel_form": (pytest.approx(-1.0), 4), "place/lighting": (pytest.approx(-1.0), 4)}
+    text = report.markdown()
+    assert "| heads-knn | 8 | 4 | 4 | 4 | 4 | 1.50 | +0.250 |" in text
+    assert "over 8 head cells: -1.00 (no interval: 2 task(s))." in text
+    assert "negative on 2: lift/novel_form -1.00 (4 cells)" in text
+    # reversing one task's order makes that task positive and the pooled correlation weaker
+    for seed, gain in enumerate([1, 2, 3, 4]):
+        write_cell(tmp_path, "place/lighting", "heads-knn", seed, 5 + gain, heads=[f"llm.L{seed}H0"])
+    write_cell(tmp_path, "push/paraphrase", "zero-shot", 0, 9)  # a third task: the bootstrap over tasks runs
+    assoc = layer_association(StudyReport.load(tmp_path))
+    assert assoc["within"]["place/lighting"][0] == pytest.approx(1.0) and assoc["tasks"] == 3
+    assert -1.0 < assoc["spearman"] < 0.5 and assoc["interval"][0] <= assoc["spearman"] <= assoc["interval"][1]

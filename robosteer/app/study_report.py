@@ -29,6 +29,7 @@ from robosteer.intervals import newcombe_interval, seed_bootstrap, wilson_interv
 from robosteer.sim.tasks import EVAL_SEED
 from robosteer.app.study import BAND_ARMS, HIGHLIGHT, SEEDLESS_METHODS
 from robosteer.app.study import STUDY_METHODS as METHOD_ORDER
+from robosteer.app.study_layers import layers_markdown
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,7 @@ class StudyReport:
 
             lines += bands_markdown(self)
         lines += self._heads_table()
+        lines += layers_markdown(self)
         lines += self._machine_time()
         missing = self.missing()
         if missing:

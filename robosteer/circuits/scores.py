@@ -67,6 +67,19 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation of two equally long sequences (ties share their average rank)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"spearman needs two 1-D sequences of the same length >= 2, got {x.shape} and {y.shape}")
+    rx, ry = _average_ranks(x), _average_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = math.sqrt(float(rx @ rx) * float(ry @ ry))
+    if denom == 0.0:
+        raise ValueError("spearman is undefined: one of the columns is constant")
+    return float(rx @ ry) / denom
+
+
 @dataclass(frozen=True, eq=False)
 class HeadScores:
     """Scores over heads: ``HeadScores(heads, {"knn": values}, {"knn": True}, layout=layout)``.
@@ -202,12 +215,7 @@ class HeadScores:
         x, y = x[keep], y[keep]
         if len(x) < 2:
             raise ValueError(f"spearman needs at least 2 heads scored by both, got {len(x)}")
-        rx, ry = _average_ranks(x), _average_ranks(y)
-        rx, ry = rx - rx.mean(), ry - ry.mean()
-        denom = math.sqrt(float(rx @ rx) * float(ry @ ry))
-        if denom == 0.0:
-            raise ValueError("spearman is undefined: one of the columns is constant")
-        return float(rx @ ry) / denom
+        return spearman(x, y)
 
     # ----------------------------------------------------------------- derived objects
     def with_columns(self, columns: Mapping[str, Any], higher_is_better: Mapping[str, bool]) -> "HeadScores":
