@@ -72,8 +72,13 @@ def main() -> None:
     vla = tiny_train_vla()
     mask = HeadMask.from_heads(["llm.L0H1", "llm.L1H3", "dino.L1H0"], vla.head_layout)
     config = TrainConfig(out_dir=args.out, steps=3, batch_size=4, lr=1e-2, log_every=1, ckpt_every=3, progress=False)
-    train(vla, make_frames(10), make_strategy("heads", mask=mask, kv=True), config, stop_after=args.stop_after,
-          accelerator=CPUFSDPAccelerator() if args.fsdp else None)
+    try:
+        train(vla, make_frames(10), make_strategy("heads", mask=mask, kv=True), config, stop_after=args.stop_after,
+              accelerator=CPUFSDPAccelerator() if args.fsdp else None)
+    finally:
+        # a gloo group left to interpreter exit can abort a rank ("terminate called without an active exception")
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

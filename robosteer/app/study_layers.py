@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import re
 
-from robosteer.circuits.scores import spearman
-
 _HEAD = re.compile(r"L(\d+)H(\d+)$")
 
 
@@ -49,6 +47,8 @@ def _correlation(rows: list[dict]) -> float | None:
     x, y = [r["mean_layer"] for r in rows], [r["gain"] for r in rows]
     if len(rows) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
         return None
+    from robosteer.circuits.scores import spearman  # numpy: not on the command line's import path
+
     return spearman(x, y)
 
 
